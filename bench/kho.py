@@ -1,0 +1,107 @@
+"""KHO cost on a 1 TiB machine, as ratios against numpy doing the bare bit work.
+
+Not a test: prints a table. For each workload the measured span is preserve + finalize +
+kexec + reserve (the next kernel parses the map, releases what is lost, reserves what is
+kept). Folios that lie back to back are handled as ranges; (c) scatters them so that the
+per-block path is measured too. The baseline is numpy setting the same bits in a bitmap
+and scanning them back to block numbers, measured in the same run. A second table compares
+a kexec with nothing preserved on 16 GiB and on 1 TiB: the cost must not grow with RAM.
+
+Run: `.venv/bin/python bench/kho.py` (or `make bench`).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from luod.hw.machine import Machine
+from luod.kernel_model.kernel import Kernel
+
+GiB = 1 << 30
+TiB = 1 << 40
+
+
+def best_of(n: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(n))
+
+
+def numpy_baseline(
+    ram: int, order: int, blocks: np.ndarray[tuple[int], np.dtype[np.int64]]
+) -> float:
+    """Set the blocks' bits in a bitmap of the machine's size and scan them back."""
+    start = time.perf_counter()
+    bits = np.zeros((ram >> 12) >> order, dtype=np.bool_)
+    bits[blocks] = True
+    found = np.flatnonzero(bits)
+    elapsed = time.perf_counter() - start
+    assert found.size == blocks.size
+    return elapsed
+
+
+def preserve_and_kexec(
+    ram: int, order: int, count: int | None, stride: int = 1
+) -> tuple[float, int]:
+    """Seconds for preserve + finalize + kexec + reserve of `count` folios (None: all),
+    taking every `stride`-th folio of an allocation (stride 2: no two are adjacent)."""
+    machine = Machine.create(ram)
+    try:
+        kernel = Kernel.cold_boot(machine)
+        if count is None:
+            normal = kernel.mm.free_frames() - kernel.mm.scratch_extents.total()
+            count = (normal >> order) - 4  # room for alignment, the map, the next kernel
+        pfns = kernel.mm.alloc_folios(order, count * stride)[::stride].copy()
+        gc.collect()
+        start = time.perf_counter()
+        kernel.kho_out.preserve_folios(pfns, order)
+        nxt = kernel.kexec()
+        elapsed = time.perf_counter() - start
+        assert nxt.boot_report.kind == "kho", nxt.boot_report.reason
+        assert nxt.boot_report.preserved_frames == (count << order) + 1
+        return elapsed, count
+    finally:
+        machine.close()
+
+
+def empty_kexec(ram: int) -> float:
+    machine = Machine.create(ram)
+    try:
+        kernel = Kernel.cold_boot(machine)
+        start = time.perf_counter()
+        nxt = kernel.kexec()
+        elapsed = time.perf_counter() - start
+        assert nxt.boot_report.kind == "kho"
+        return elapsed
+    finally:
+        machine.close()
+
+
+def main() -> None:
+    print("KHO: preserve + finalize + kexec + reserve on a 1 TiB machine (best of 3)\n")
+    print(f"{'workload':<34} {'folios':>10} {'seconds':>9} {'numpy':>9} {'ratio':>6}")
+    workloads = [
+        ("(a) all of RAM in 2 MiB folios", 9, None, 1),
+        ("(b) 64 GiB in 4 KiB folios", 0, (64 * GiB) >> 12, 1),
+        ("(c) 64 GiB, every other 4 KiB", 0, (64 * GiB) >> 12, 2),
+    ]
+    for label, order, count, stride in workloads:
+        runs = [preserve_and_kexec(TiB, order, count, stride) for _ in range(3)]
+        seconds = min(r[0] for r in runs)
+        folios = runs[0][1]
+        blocks = np.arange(folios, dtype=np.int64) * stride
+        base = min(numpy_baseline(TiB, order, blocks) for _ in range(3))
+        print(f"{label:<34} {folios:>10} {seconds:>9.3f} {base:>9.3f} {seconds / base:>6.2f}")
+
+    print("\nkexec with nothing preserved (best of 5)\n")
+    small = best_of(5, lambda: empty_kexec(16 * GiB))
+    large = best_of(5, lambda: empty_kexec(TiB))
+    print(f"{'16 GiB':<10} {small * 1000:>8.2f} ms")
+    print(f"{'1 TiB':<10} {large * 1000:>8.2f} ms")
+    print(f"{'ratio':<10} {large / small:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

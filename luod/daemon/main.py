@@ -1,0 +1,235 @@
+"""The `luod` entry point: command line, logging, cold boot, and the trio main loop.
+
+Owns the daemon's command-line contract (CLI.md, "luod (the daemon)"): every flag is parsed
+and validated here so that a bad value is a usage error (exit 2) before anything boots.
+Process-level lifetime lives here too: SIGTERM and SIGINT end the daemon cleanly with exit 0.
+Both signals are blocked from before the boot until trio's signal receiver is in place, so
+a signal that arrives while the machine is still booting is held, not fatal, and handled as
+soon as the loop runs.
+
+The socket server is not wired yet: for now the daemon boots the machine, reports it, and
+waits for a shutdown signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Final
+
+import structlog
+import trio
+from structlog.typing import FilteringBoundLogger
+
+from luod import __version__
+from luod.daemon import boot
+from luod.daemon.logging import LOG_FORMATS, LOG_LEVELS, configure_logging
+from luod.units import format_size, parse_size
+
+__all__ = [
+    "HUGETLB_PAGE_SIZES",
+    "build_parser",
+    "default_socket_path",
+    "main",
+    "parse_hugetlb",
+    "parse_ram",
+]
+
+PAGE_SIZE: Final = 4096
+DEFAULT_RAM: Final = "64G"
+DEFAULT_HUGETLB: Final = "2M=2048,1G=16"
+HUGETLB_PAGE_SIZES: Final[tuple[int, ...]] = (2 << 20, 1 << 30)
+LIMITS: Final = ("unlimited", "6.19")
+
+_SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def parse_ram(text: str) -> int:
+    """`--ram`: a size (see `luod.units.parse_size`), positive and a multiple of 4 KiB."""
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size <= 0 or size % PAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"invalid RAM size {text!r}: must be a positive multiple of 4K"
+        )
+    return size
+
+
+def parse_hugetlb(text: str) -> dict[int, int]:
+    """`--hugetlb`: `SIZE=COUNT[,SIZE=COUNT]` with SIZE 2M or 1G, to {page size: count}.
+
+    Every supported page size appears in the result, in ascending order; a size the text
+    does not name gets 0 pages. Sizes may be written in any form `parse_size` accepts
+    (`2M`, `2MiB`, `1g`), each at most once.
+
+    Raises:
+        argparse.ArgumentTypeError: malformed item, unsupported page size, bad count or a
+            size given twice; the message names the offending item.
+    """
+    allowed = ", ".join(format_size(s) for s in HUGETLB_PAGE_SIZES)
+    pools: dict[int, int] = dict.fromkeys(HUGETLB_PAGE_SIZES, 0)
+    seen: set[int] = set()
+    for item in text.split(","):
+        size_text, sep, count_text = item.strip().partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(
+                f"invalid hugetlb pool {item!r} in {text!r}: expected SIZE=COUNT, "
+                "e.g. 2M=2048,1G=16"
+            )
+        try:
+            size = parse_size(size_text)
+        except ValueError:
+            size = -1
+        if size not in pools:
+            raise argparse.ArgumentTypeError(
+                f"invalid hugetlb page size {size_text.strip()!r} in {text!r}: "
+                f"expected one of {allowed}"
+            )
+        count_text = count_text.strip()
+        if not (count_text.isascii() and count_text.isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"invalid hugetlb page count {count_text!r} for {size_text.strip()} in "
+                f"{text!r}: expected a non-negative integer"
+            )
+        if size in seen:
+            raise argparse.ArgumentTypeError(
+                f"hugetlb page size {format_size(size)} given twice in {text!r}"
+            )
+        seen.add(size)
+        pools[size] = int(count_text)
+    return pools
+
+
+def default_socket_path(environ: Mapping[str, str], euid: int) -> Path | None:
+    """The socket path CLI.md prescribes when `--socket` is not given.
+
+    `$LUOD_SOCKET`, else `/run/luod/luod.sock` for root, else
+    `$XDG_RUNTIME_DIR/luod/luod.sock`; None when none of these applies.
+    """
+    if environ.get("LUOD_SOCKET"):
+        return Path(environ["LUOD_SOCKET"])
+    if euid == 0:
+        return Path("/run/luod/luod.sock")
+    if environ.get("XDG_RUNTIME_DIR"):
+        return Path(environ["XDG_RUNTIME_DIR"]) / "luod" / "luod.sock"
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `luod` argument parser (every flag of CLI.md, validated at parse time)."""
+    parser = argparse.ArgumentParser(
+        prog="luod",
+        description=(
+            "Emulated Linux live-update daemon (KHO/LUO). Runs in the foreground; "
+            "SIGTERM or SIGINT shut it down cleanly."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        type=Path,
+        help=(
+            "listening socket (default: $LUOD_SOCKET, else /run/luod/luod.sock for root, "
+            "else $XDG_RUNTIME_DIR/luod/luod.sock; LISTEN_FDS activation replaces it)"
+        ),
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        help="directory for run records that survive a daemon restart",
+    )
+    parser.add_argument(
+        "--kernel",
+        metavar="RELEASE|IMAGE_FILE",
+        help="kernel image to cold-boot (default: the newest bundled release)",
+    )
+    parser.add_argument(
+        "--ram",
+        metavar="SIZE",
+        type=parse_ram,
+        default=DEFAULT_RAM,
+        help=f"emulated RAM, sparse; binary units K/M/G/T (default: {DEFAULT_RAM})",
+    )
+    parser.add_argument(
+        "--hugetlb",
+        metavar="2M=COUNT,1G=COUNT",
+        type=parse_hugetlb,
+        default=DEFAULT_HUGETLB,
+        help=f"hugetlb pools; an omitted size gets 0 pages (default: {DEFAULT_HUGETLB})",
+    )
+    parser.add_argument(
+        "--limits",
+        choices=LIMITS,
+        default="unlimited",
+        help="session and file limits: none, or those of Linux 6.19 (default: unlimited)",
+    )
+    parser.add_argument(
+        "--enable-faults",
+        action="store_true",
+        help="allow clients to arm fault-injection points",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="stderr log format; auto = console on a terminal, else logfmt (default: auto)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="lowest level logged (default: info)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon until SIGTERM or SIGINT; return the process exit status.
+
+    Usage errors exit 2 through argparse (`SystemExit`). A failed boot is logged and
+    returns 1.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    socket_path = args.socket or default_socket_path(os.environ, os.geteuid())
+    if socket_path is None:
+        parser.error("no --socket given and neither LUOD_SOCKET nor XDG_RUNTIME_DIR is set")
+
+    configure_logging(args.log_format, args.log_level)
+    log: FilteringBoundLogger = structlog.get_logger("luod")
+
+    # Hold shutdown signals until the trio receiver owns them (see the module docstring).
+    saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+    try:
+        try:
+            kernel = boot.boot_machine(args.ram, args.kernel)
+        except Exception:
+            log.exception("boot_failed", ram=format_size(args.ram), kernel=args.kernel)
+            return 1
+        return trio.run(_serve, log, args.ram, kernel, saved_mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+
+
+async def _serve(
+    log: FilteringBoundLogger,
+    ram: int,
+    kernel: object,
+    saved_mask: Iterable[int],
+) -> int:
+    """The trio main: report the machine up, then wait for a shutdown signal."""
+    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+        # Handlers are installed: let held and future signals through to the receiver.
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+        log.info("machine_up", ram=format_size(ram), release=getattr(kernel, "release", "unknown"))
+        async for signum in signals:
+            log.info("shutdown", signal=signal.Signals(signum).name)
+            break
+    return 0

@@ -1,0 +1,1 @@
+"""Emulated kernel-side data models for luod."""

@@ -1,0 +1,8 @@
+"""Kexec HandOver: preserve memory across a kexec and find it again in the next kernel.
+
+- `preserved`: the outgoing kernel's set of preserved blocks, per order, vectorised.
+- `memmap_v1`: the `kho-v1` preserved-memory map (bitmaps per order in linked chunks).
+- `formats`: which memory-map format a `compatible` string names.
+- `outgoing`: preserve/unpreserve, named subtrees, finalize/abort, the root FDT.
+- `incoming`: the next kernel's side: validate, reserve, restore with checks.
+"""

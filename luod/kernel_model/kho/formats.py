@@ -1,0 +1,38 @@
+"""Which preserved-memory-map implementation a KHO `compatible` string names.
+
+A KHO format is a writer and a reader of the preserved-memory map; the root FDT around it
+is common. A second generation (`kho-v2`, the radix tree) registers here beside `kho-v1`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+import attrs
+
+from luod.hw.memory import PhysicalMemory
+from luod.kernel_model.extents import Extents
+from luod.kernel_model.kho import memmap_v1
+from luod.kernel_model.kho.memmap_v1 import MemMapCorrupt
+from luod.kernel_model.kho.preserved import PreservedSet
+from luod.kernel_model.mm import FrameAllocator
+
+__all__ = ["FORMATS", "MemMapCorrupt", "MemMapFormat"]
+
+Writer = Callable[[PreservedSet, FrameAllocator, PhysicalMemory], tuple[int, Extents]]
+Reader = Callable[[PhysicalMemory, int], PreservedSet]
+
+
+@attrs.frozen
+class MemMapFormat:
+    compatible: str
+    write: Writer
+    read: Reader
+
+    @classmethod
+    def of_module(cls, module: ModuleType) -> MemMapFormat:
+        return cls(module.COMPATIBLE, module.write, module.read)
+
+
+FORMATS: dict[str, MemMapFormat] = {f.compatible: f for f in (MemMapFormat.of_module(memmap_v1),)}

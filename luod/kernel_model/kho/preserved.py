@@ -1,0 +1,374 @@
+"""The outgoing kernel's preserved-memory set: which (pfn, order) blocks are preserved.
+
+One bitmap per order, as KHO keeps one per order, but never a Python object per page: each
+order's bitmap is split into in-memory chunks of 2**18 blocks held as numpy bool arrays and
+created on first use, so cost grows with what is preserved. The wire formats (`kho-v1`
+bitmaps, `kho-v2` radix tree) are cut from these chunks by their writers.
+
+Invariant: no frame is covered by two preserved blocks, whatever their orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from luod.kernel_model.errors import (
+    AlreadyPreserved,
+    BadAlignment,
+    FrameInScratch,
+    KernelError,
+    NotPreserved,
+)
+from luod.kernel_model.extents import Extents, Int64Array, sorted_unique
+from luod.kernel_model.mm import MAX_ORDER
+
+CHUNK_SHIFT = 18
+CHUNK_BLOCKS = 1 << CHUNK_SHIFT
+BoolArray = npt.NDArray[np.bool_]
+
+
+def split_aligned(pfn: int, npages: int) -> list[tuple[int, int, int]]:
+    """Split [pfn, pfn + npages) into naturally aligned blocks, largest first, as
+    `kho_preserve_pages` does. Returns runs (order, first block index, block count)."""
+    runs: list[tuple[int, int, int]] = []
+    pos, end = pfn, pfn + npages
+    while pos < end:
+        align = (pos & -pos).bit_length() - 1 if pos else MAX_ORDER
+        order = min(align, MAX_ORDER, (end - pos).bit_length() - 1)
+        count = (end - pos) >> order if order == MAX_ORDER else 1
+        runs.append((order, pos >> order, count))
+        pos += count << order
+    return runs
+
+
+class OrderBitmap:
+    """Preserved blocks of one order."""
+
+    def __init__(self, order: int) -> None:
+        self.order = order
+        self.count = 0
+        self._chunks: dict[int, BoolArray] = {}
+
+    @staticmethod
+    def _groups(blocks: Int64Array) -> Iterator[tuple[int, Int64Array]]:
+        """(chunk id, offsets in chunk) for a sorted block array."""
+        if blocks.size == 0:
+            return
+        first, last = int(blocks[0]) >> CHUNK_SHIFT, int(blocks[-1]) >> CHUNK_SHIFT
+        edges = np.arange(first + 1, last + 1, dtype=np.int64) << CHUNK_SHIFT
+        cuts = np.searchsorted(blocks, edges).tolist()
+        for lo, hi in zip([0, *cuts], [*cuts, blocks.size], strict=True):
+            if hi > lo:
+                part = blocks[lo:hi]
+                yield int(part[0]) >> CHUNK_SHIFT, part & (CHUNK_BLOCKS - 1)
+
+    @staticmethod
+    def _spans(b0: int, b1: int) -> Iterator[tuple[int, int, int]]:
+        """(chunk id, lo, hi) offsets covering blocks [b0, b1)."""
+        while b0 < b1:
+            cid = b0 >> CHUNK_SHIFT
+            hi = min(b1, (cid + 1) << CHUNK_SHIFT)
+            yield cid, b0 & (CHUNK_BLOCKS - 1), hi - (cid << CHUNK_SHIFT)
+            b0 = hi
+
+    def first_set(self, blocks: Int64Array) -> int | None:
+        """The first of the sorted `blocks` that is set, or None."""
+        for cid, off in self._groups(blocks):
+            chunk = self._chunks.get(cid)
+            if chunk is not None:
+                hit = np.flatnonzero(chunk[off])
+                if hit.size:
+                    return (cid << CHUNK_SHIFT) + int(off[hit[0]])
+        return None
+
+    def first_set_in_range(self, b0: int, b1: int) -> int | None:
+        for cid, lo, hi in self._spans(b0, b1):
+            chunk = self._chunks.get(cid)
+            if chunk is not None:
+                hit = np.flatnonzero(chunk[lo:hi])
+                if hit.size:
+                    return (cid << CHUNK_SHIFT) + lo + int(hit[0])
+        return None
+
+    def test(self, blocks: Int64Array) -> BoolArray:
+        """Per block of a sorted array: is it set?"""
+        out = np.zeros(blocks.size, dtype=np.bool_)
+        pos = 0
+        for cid, off in self._groups(blocks):
+            chunk = self._chunks.get(cid)
+            if chunk is not None:
+                out[pos : pos + off.size] = chunk[off]
+            pos += off.size
+        return out
+
+    def all_set(self, blocks: Int64Array) -> bool:
+        for cid, off in self._groups(blocks):
+            chunk = self._chunks.get(cid)
+            if chunk is None or not chunk[off].all():
+                return False
+        return True
+
+    def all_set_in_range(self, b0: int, b1: int) -> bool:
+        for cid, lo, hi in self._spans(b0, b1):
+            chunk = self._chunks.get(cid)
+            if chunk is None or not chunk[lo:hi].all():
+                return False
+        return True
+
+    def _chunk(self, cid: int) -> BoolArray:
+        chunk = self._chunks.get(cid)
+        if chunk is None:
+            chunk = self._chunks[cid] = np.zeros(CHUNK_BLOCKS, dtype=np.bool_)
+        return chunk
+
+    def assign(self, blocks: Int64Array, value: bool) -> None:
+        """Set or clear sorted unique blocks (caller checked their current state)."""
+        for cid, off in self._groups(blocks):
+            self._chunk(cid)[off] = value
+            self._drop_if_empty(cid, value)
+        self.count += blocks.size if value else -blocks.size
+
+    def assign_range(self, b0: int, b1: int, value: bool) -> None:
+        for cid, lo, hi in self._spans(b0, b1):
+            self._chunk(cid)[lo:hi] = value
+            self._drop_if_empty(cid, value)
+        self.count += (b1 - b0) if value else -(b1 - b0)
+
+    def _drop_if_empty(self, cid: int, value: bool) -> None:
+        if not value and not self._chunks[cid].any():
+            del self._chunks[cid]
+
+    def chunks(self) -> Iterator[tuple[int, BoolArray]]:
+        """(chunk id, bool array of CHUNK_BLOCKS), in chunk order."""
+        for cid in sorted(self._chunks):
+            yield cid, self._chunks[cid]
+
+    def runs(self, exclude: OrderBitmap | None = None) -> tuple[Int64Array, Int64Array]:
+        """Runs of set blocks (first, end) in block units, minus blocks set in `exclude`."""
+        firsts: list[Int64Array] = []
+        ends: list[Int64Array] = []
+        edge = np.zeros(1, dtype=np.int8)
+        for cid, chunk in self.chunks():
+            bits = chunk
+            other = None if exclude is None else exclude._chunks.get(cid)
+            if other is not None:
+                bits = chunk & ~other
+            step = np.diff(np.concatenate((edge, bits.view(np.int8), edge)))
+            base = cid << CHUNK_SHIFT
+            firsts.append(base + np.flatnonzero(step == 1).astype(np.int64))
+            ends.append(base + np.flatnonzero(step == -1).astype(np.int64))
+        if not firsts:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        first, end = np.concatenate(firsts), np.concatenate(ends)
+        seam = np.flatnonzero(end[:-1] == first[1:])  # a run cut by a chunk boundary
+        if seam.size:
+            first = np.delete(first, seam + 1)
+            end = np.delete(end, seam)
+        return first, end
+
+    def load(self, first_blocks: Int64Array, bits: BoolArray) -> None:
+        """Set blocks from bitmaps: row i of `bits` covers blocks first_blocks[i] + j.
+        Rows must not overlap each other (the reader checked)."""
+        width = bits.shape[1]
+        for cid in sorted_unique(first_blocks >> CHUNK_SHIFT).tolist():
+            chunk = self._chunk(cid)
+            rows = np.flatnonzero((first_blocks >> CHUNK_SHIFT) == cid)
+            offsets = (first_blocks[rows] & (CHUNK_BLOCKS - 1)) // width
+            chunk.reshape(-1, width)[offsets] = bits[rows]
+            self._drop_if_empty(cid, False)
+        self.count = sum(int(np.count_nonzero(c)) for c in self._chunks.values())
+
+    def blocks(self) -> Int64Array:
+        parts = [
+            (cid << CHUNK_SHIFT) + np.flatnonzero(chunk).astype(np.int64)
+            for cid, chunk in self.chunks()
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+class PreservedSet:
+    """All preserved blocks of a machine with `frames` frames."""
+
+    def __init__(self, frames: int, forbidden: Extents | None = None) -> None:
+        self.frames = frames
+        self.forbidden = forbidden or Extents.empty()
+        self.orders = [OrderBitmap(o) for o in range(MAX_ORDER + 1)]
+
+    def _refuse_forbidden(
+        self, first_blocks: Int64Array, end_blocks: Int64Array, order: int
+    ) -> None:
+        if not self.forbidden:
+            return
+        starts, ends = first_blocks << order, end_blocks << order
+        hits = self.forbidden.overlaps_ranges(starts, ends)
+        if hits.any():
+            i = int(np.flatnonzero(hits)[0])
+            clash = self.forbidden & Extents.of(int(starts[i]), int(ends[i]))
+            bad = int(clash.starts[0])
+            raise FrameInScratch(
+                f"frame {bad:#x} lies in a KHO scratch region", obj=f"pfn {bad:#x}"
+            )
+
+    # -- validation -----------------------------------------------------------------------
+
+    def _folio_runs(
+        self, pfns: npt.ArrayLike, order: int
+    ) -> tuple[Int64Array, Int64Array, Int64Array]:
+        """Validate folios; returns (sorted pfns, first pfn of each run, last pfn of each run),
+        where a run is a stretch of back-to-back folios."""
+        if not 0 <= order <= MAX_ORDER:
+            raise BadAlignment(f"folio order {order} outside 0..{MAX_ORDER}")
+        size = 1 << order
+        p = np.asarray(pfns, dtype=np.int64).reshape(-1)
+        if p.size == 0:
+            return p, p, p
+        step = np.diff(p)
+        if not (step > 0).all():  # not strictly increasing: sort, then look for repeats
+            p = np.sort(p)
+            step = np.diff(p)
+            dup = np.flatnonzero(step == 0)
+            if dup.size:
+                raise AlreadyPreserved(f"folio at pfn {int(p[dup[0]]):#x} given twice")
+        if int(p[0]) < 0 or int(p[-1]) + size > self.frames:
+            raise KernelError(f"folio at pfn {int(p[-1]):#x} is outside RAM")
+        breaks = np.flatnonzero(step != size)
+        first = p[np.concatenate(([0], breaks + 1))]
+        last = p[np.concatenate((breaks, [p.size - 1]))]
+        # Inside a run each folio follows the previous by exactly `size`: aligned iff its
+        # first folio is, so checking run starts checks them all.
+        misaligned = np.flatnonzero(first & (size - 1))
+        if misaligned.size:
+            bad = int(first[misaligned[0]])
+            raise BadAlignment(f"pfn {bad:#x} is not aligned to its order {order}")
+        return p, first, last
+
+    # Few runs: work on ranges (a memset per run); many: work block by block.
+    RANGE_PATH_MAX_RUNS = 256
+
+    def _overlap(self, order: int, blocks: Int64Array) -> int | None:
+        """pfn of the first frame of `blocks` already covered at any order."""
+        for other in self.orders:
+            if not other.count:
+                continue
+            shift = other.order - order
+            if shift == 0:
+                hit = other.first_set(blocks)
+                if hit is not None:
+                    return hit << order
+            elif shift > 0:
+                hit = other.first_set(sorted_unique(blocks >> shift))
+                if hit is not None:
+                    return hit << other.order
+            else:
+                finer = other.blocks()
+                coarse = finer >> -shift
+                at = np.minimum(np.searchsorted(blocks, coarse), blocks.size - 1)
+                inside = blocks[at] == coarse
+                if inside.any():
+                    return int(finer[np.flatnonzero(inside)[0]]) << other.order
+        return None
+
+    def _overlap_range(self, order: int, b0: int, b1: int) -> int | None:
+        for other in self.orders:
+            if not other.count:
+                continue
+            shift = other.order - order
+            if shift >= 0:
+                hit = other.first_set_in_range(b0 >> shift, ((b1 - 1) >> shift) + 1)
+            else:
+                hit = other.first_set_in_range(b0 << -shift, b1 << -shift)
+            if hit is not None:
+                return hit << other.order
+        return None
+
+    # -- mutation -------------------------------------------------------------------------
+
+    def add_folios(self, pfns: npt.ArrayLike, order: int) -> None:
+        p, first, last = self._folio_runs(pfns, order)
+        if not p.size:
+            return
+        self._refuse_forbidden(first, last + (1 << order), 0)
+        bitmap = self.orders[order]
+        if first.size <= self.RANGE_PATH_MAX_RUNS:
+            spans = list(
+                zip((first >> order).tolist(), ((last >> order) + 1).tolist(), strict=True)
+            )
+            for b0, b1 in spans:
+                hit = self._overlap_range(order, b0, b1)
+                if hit is not None:
+                    raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
+            for b0, b1 in spans:
+                bitmap.assign_range(b0, b1, True)
+            return
+        blocks = p >> order
+        hit = self._overlap(order, blocks)
+        if hit is not None:
+            raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
+        bitmap.assign(blocks, True)
+
+    def remove_folios(self, pfns: npt.ArrayLike, order: int) -> None:
+        p, first, last = self._folio_runs(pfns, order)
+        bitmap = self.orders[order]
+        if first.size <= self.RANGE_PATH_MAX_RUNS:
+            spans = list(
+                zip((first >> order).tolist(), ((last >> order) + 1).tolist(), strict=True)
+            )
+            if not all(bitmap.all_set_in_range(b0, b1) for b0, b1 in spans):
+                raise NotPreserved(f"a folio of order {order} in the set was never preserved")
+            for b0, b1 in spans:
+                bitmap.assign_range(b0, b1, False)
+            return
+        blocks = p >> order
+        if not bitmap.all_set(blocks):
+            raise NotPreserved(f"a folio of order {order} in the set was never preserved")
+        bitmap.assign(blocks, False)
+
+    def add_pages(self, pfn: int, npages: int) -> list[tuple[int, int, int]]:
+        if pfn < 0 or npages <= 0 or pfn + npages > self.frames:
+            raise KernelError(f"pages [{pfn:#x}, {pfn + npages:#x}) outside RAM")
+        runs = split_aligned(pfn, npages)
+        self._refuse_forbidden(np.array([pfn]), np.array([pfn + npages]), 0)
+        for order, b0, n in runs:
+            hit = self._overlap_range(order, b0, b0 + n)
+            if hit is not None:
+                raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
+        for order, b0, n in runs:
+            self.orders[order].assign_range(b0, b0 + n, True)
+        return runs
+
+    def remove_pages(self, pfn: int, npages: int) -> None:
+        runs = split_aligned(pfn, npages)
+        for order, b0, n in runs:
+            if not self.orders[order].all_set_in_range(b0, b0 + n):
+                raise NotPreserved(
+                    f"pages [{pfn:#x}, {pfn + npages:#x}) were not preserved as one range"
+                )
+        for order, b0, n in runs:
+            self.orders[order].assign_range(b0, b0 + n, False)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def extents(self, exclude: PreservedSet | None = None) -> Extents:
+        """Frames covered by preserved blocks (minus blocks also set in `exclude`)."""
+        starts: list[Int64Array] = []
+        ends: list[Int64Array] = []
+        for m in self.orders:
+            if m.count:
+                first, end = m.runs(None if exclude is None else exclude.orders[m.order])
+                starts.append(first << m.order)
+                ends.append(end << m.order)
+        if not starts:
+            return Extents.empty()
+        if len(starts) == 1:  # one order's merged runs are already in normal form
+            return Extents(starts[0], ends[0])
+        return Extents.from_ranges(np.concatenate(starts), np.concatenate(ends))
+
+    def folio_count(self) -> int:
+        return sum(m.count for m in self.orders)
+
+    def frame_count(self) -> int:
+        return sum(m.count << m.order for m in self.orders)

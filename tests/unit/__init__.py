@@ -1,0 +1,3 @@
+"""Fast in-process unit tests, plus smoke tests of the installed console scripts."""
+
+from __future__ import annotations
