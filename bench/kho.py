@@ -19,7 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from luod.hw.machine import Machine
-from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.kernel import BootConfig, Kernel
+
+KHO_ONLY = BootConfig(liveupdate=False)  # KHO alone: no LUO phases before the kexec
 
 GiB = 1 << 30
 TiB = 1 << 40
@@ -49,7 +51,7 @@ def preserve_and_kexec(
     taking every `stride`-th folio of an allocation (stride 2: no two are adjacent)."""
     machine = Machine.create(ram)
     try:
-        kernel = Kernel.cold_boot(machine)
+        kernel = Kernel.cold_boot(machine, config=KHO_ONLY)
         if count is None:
             normal = kernel.mm.free_frames() - kernel.mm.scratch_extents.total()
             count = (normal >> order) - 4  # room for alignment, the map, the next kernel
@@ -69,7 +71,7 @@ def preserve_and_kexec(
 def empty_kexec(ram: int) -> float:
     machine = Machine.create(ram)
     try:
-        kernel = Kernel.cold_boot(machine)
+        kernel = Kernel.cold_boot(machine, config=KHO_ONLY)
         start = time.perf_counter()
         nxt = kernel.kexec()
         elapsed = time.perf_counter() - start

@@ -27,6 +27,8 @@ ERRNO_MEANINGS: dict[int, str] = {
     _errno.EOPNOTSUPP: "not supported by this kernel",
     _errno.EAGAIN: "try again (serialization failed inside reboot)",
     _errno.EADDRINUSE: "HWPT token already used",
+    _errno.ENOEXEC: "the target kernel cannot read a format that would be handed to it",
+    _errno.ENOTTY: "ioctl number in range but wrongly encoded",
 }
 
 
@@ -111,3 +113,110 @@ class KernelDead(KernelError):
     """This kernel instance has kexec'd or panicked; nothing of it may be used."""
 
     default_errno = _errno.EIO
+
+
+class KernelPanicked(KernelError):
+    """The emulated kernel panicked (for example on an unreadable LUO root)."""
+
+    default_errno = _errno.EIO
+
+
+# --- LUO ---------------------------------------------------------------------------------
+
+
+class LuoDisabled(KernelError):
+    """No /dev/liveupdate: LUO or KHO is off in this kernel."""
+
+    default_errno = _errno.ENOENT
+
+
+class DeviceBusy(KernelError):
+    """/dev/liveupdate is exclusive."""
+
+    default_errno = _errno.EBUSY
+
+
+class LuoUnavailable(KernelError):
+    """The incoming data could not be deserialized; every open fails with EIO."""
+
+    default_errno = _errno.EIO
+
+
+class WrongState(KernelError):
+    """A global event not allowed in the current LUO state."""
+
+
+class UpdateInProgress(KernelError):
+    """A mutation outside NORMAL (or in UPDATED before finish)."""
+
+    default_errno = _errno.EBUSY
+
+
+class BadSessionName(KernelError):
+    pass
+
+
+class SessionExists(KernelError):
+    default_errno = _errno.EEXIST
+
+
+class NoSuchSession(KernelError):
+    default_errno = _errno.ENOENT
+
+
+class SessionAlreadyRetrieved(KernelError):
+    pass
+
+
+class TooManySessions(KernelError):
+    default_errno = _errno.ENOMEM
+
+
+class SessionFull(KernelError):
+    default_errno = _errno.ENOSPC
+
+
+class TokenExists(KernelError):
+    default_errno = _errno.EEXIST
+
+
+class NoSuchToken(KernelError):
+    default_errno = _errno.ENOENT
+
+
+class FileAlreadyPreserved(KernelError):
+    """The same object is preserved already, in this or another session."""
+
+    default_errno = _errno.EBUSY
+
+
+class NoHandler(KernelError):
+    """No file handler can preserve this kind of file."""
+
+    default_errno = _errno.ENOENT
+
+
+class FinishVetoed(KernelError):
+    default_errno = _errno.EBUSY
+
+
+class NoImageLoaded(KernelError):
+    pass
+
+
+class FormatUnavailable(KernelError):
+    """No format both this kernel can write and the target can read."""
+
+    default_errno = _errno.ENOEXEC
+
+
+class HandlerRegistration(KernelError):
+    pass
+
+
+class NoIncomingData(KernelError):
+    default_errno = _errno.ENODATA
+
+
+class MappingFrozen(KernelError):
+    default_errno = _errno.EPERM

@@ -149,7 +149,7 @@ class Extents:
 def sorted_unique(values: npt.ArrayLike) -> Int64Array:
     """Sorted distinct values. np.unique's hash path is pathologically slow on large int
     arrays in numpy 2.x; sorting and comparing neighbours is linear after the sort."""
-    v = np.sort(_as_int64(values))
+    v = np.sort(_as_int64(values), kind="stable")  # timsort: fast on presorted runs
     if v.size < 2:
         return v
     keep = np.empty(v.size, dtype=np.bool_)

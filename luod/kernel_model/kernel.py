@@ -2,12 +2,16 @@
 
 A kernel is built from the machine alone (`Kernel.boot`): it reads the handover register,
 and either adopts a KHO handover (reserving every preserved frame, losing the rest) or
-boots cold (losing everything). `kexec` finalizes the outgoing state into RAM, marks this
-instance dead and boots a new one from the same machine: no Python object crosses.
+boots cold (losing everything). `kexec` hands the outgoing state over through RAM, marks
+this instance dead and boots a new one from the same machine: no Python object crosses.
+What does cross besides RAM is the next kernel's command line (`BootConfig`), as
+`kexec -l --reuse-cmdline` passes it.
 
-Boot order, as Linux does it: parse the handover while touching nothing; release every
+Boot order, as Linux does it: parse the KHO handover while touching nothing; release every
 byte not preserved; allocate only from scratch (the kernel image lands there) until the
-preserved frames are reserved; then allocate normally, never from scratch.
+preserved frames are reserved; read the LUO root (an unreadable one panics the kernel);
+register the file handlers; then serve. The single emulated process (luod) holds every
+file through `files`; it starts empty, since a kexec ends userspace.
 """
 
 from __future__ import annotations
@@ -17,15 +21,37 @@ from typing import Literal
 import attrs
 
 from luod.hw.machine import Machine
-from luod.hw.memory import PAGE_SHIFT
-from luod.kernel_model.errors import KernelDead
+from luod.hw.memory import PhysicalMemory
+from luod.kernel_model.catalog import LUO
+from luod.kernel_model.errors import (
+    KernelDead,
+    KernelPanicked,
+    LuoDisabled,
+    UpdateInProgress,
+    WrongState,
+)
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.images import DEFAULT_IMAGE, KernelImage
+from luod.kernel_model.files.base import File, FileTable
+from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.handlers import default_handlers
+from luod.kernel_model.images import KernelImage, default_image
 from luod.kernel_model.kho.incoming import KhoIn, KhoRootRejected
 from luod.kernel_model.kho.outgoing import KhoOut
+from luod.kernel_model.luo import serialize
+from luod.kernel_model.luo.core import Luo
+from luod.kernel_model.luo.state import Limits, LuoState
 from luod.kernel_model.mm import FrameAllocator, ScratchConfig, ScratchLayout
 
 KERNEL_IMAGE_FRAMES = 16
+
+
+@attrs.frozen
+class BootConfig:
+    """The kernel command line: what every kernel booted on this machine is told."""
+
+    scratch: ScratchConfig = attrs.field(factory=ScratchConfig)
+    liveupdate: bool = True  # `liveupdate=on`
+    limits: Limits = attrs.field(factory=Limits)
 
 
 @attrs.frozen
@@ -44,35 +70,137 @@ class Kernel:
         self,
         machine: Machine,
         image: KernelImage,
+        config: BootConfig,
         mm: FrameAllocator,
         kho_in: KhoIn | None,
         report: BootReport,
     ) -> None:
         self.machine = machine
         self.image = image
+        self.config = config
         self.mm = mm
         self.kho_in = kho_in
         self.boot_report = report
+        self.alive = True
+        self.panicked: str | None = None
+        self.files = FileTable()
+        self.loaded: KernelImage | None = None
         self.image_pfn = mm.alloc_extent(KERNEL_IMAGE_FRAMES)
         machine.memory.write(self.image_pfn, image.release.encode())
         if kho_in is not None:
             mm.reserve(kho_in.preserved_extents)
         mm.leave_scratch_only()
         self._kho_out = KhoOut(machine.memory, mm, image.kho_write)
-        self.alive = True
+        self.luo: Luo | None = None
+        if config.liveupdate:
+            self._start_luo()
+
+    def _start_luo(self) -> None:
+        root = None
+        if self.kho_in is not None:
+            try:
+                root = serialize.read_root(self.memory, self.kho_in, self.image.reads_for(LUO))
+            except serialize.LuoRootUnreadable as exc:
+                self.panicked = f"Kernel panic - not syncing: {exc}"
+                return
+        self.luo = Luo(
+            self, self.image, limits=self.config.limits, incoming=root, resolve_fd=self.files.get
+        )
+        for handler in default_handlers(self):
+            self.luo.register_handler(handler)
+
+    # -- services the handlers use ----------------------------------------------------------
 
     @property
-    def release(self) -> str:
-        return self.image.release
+    def memory(self) -> PhysicalMemory:
+        return self.machine.memory
 
     @property
     def kho_out(self) -> KhoOut:
         self.check_alive()
         return self._kho_out
 
+    @property
+    def release(self) -> str:
+        return self.image.release
+
     def check_alive(self) -> None:
         if not self.alive:
             raise KernelDead(f"kernel {self.release} is gone (it kexec'd)")
+        if self.panicked is not None:
+            raise KernelPanicked(self.panicked)
+
+    def liveupdate(self) -> Luo:
+        """LUO, or ENOENT as for a missing /dev/liveupdate."""
+        self.check_alive()
+        if self.luo is None:
+            raise LuoDisabled(
+                "/dev/liveupdate does not exist: live update is off", obj="/dev/liveupdate"
+            )
+        return self.luo
+
+    @property
+    def state(self) -> str:
+        if self.panicked is not None:
+            return LuoState.PANICKED.value
+        return self.luo.state.value if self.luo is not None else LuoState.NORMAL.value
+
+    @property
+    def liveupdate_number(self) -> int:
+        return self.luo.liveupdate_number if self.luo is not None else 0
+
+    # -- the emulated process's files --------------------------------------------------------
+
+    def memfd_create(
+        self, name: str = "", *, folio_order: int = 0, allow_sealing: bool = True
+    ) -> int:
+        self.check_alive()
+        memfd = MemfdFile(
+            self.memory, self.mm, name=name, folio_order=folio_order, allow_sealing=allow_sealing
+        )
+        return self.files.install(memfd)
+
+    def file(self, fd: int) -> File:
+        self.check_alive()
+        return self.files.get(fd)
+
+    def install(self, file: File) -> int:
+        self.check_alive()
+        return self.files.install(file)
+
+    def close(self, fd: int) -> None:
+        self.check_alive()
+        self.files.close(fd)
+
+    # -- staging and the global events --------------------------------------------------------
+
+    def load(self, image: KernelImage) -> None:
+        """`kexec -l`: stage the next kernel; refused once an update is prepared."""
+        self.check_alive()
+        if self.luo is not None and self.luo.state in (LuoState.PREPARED, LuoState.FROZEN):
+            raise UpdateInProgress(
+                f"cannot load {image.release}: an update to "
+                f"{self.luo.target.release if self.luo.target else '?'} is {self.luo.state.value}"
+            )
+        self.loaded = image
+
+    def prepare(self) -> None:
+        """Prepare for the loaded image; with nothing loaded, stage the running release."""
+        luo = self.liveupdate()
+        if luo.state is not LuoState.NORMAL:
+            raise WrongState(f"prepare needs state normal, not {luo.state.value}")
+        if self.loaded is None:
+            self.loaded = self.image
+        luo.prepare(self.loaded)
+
+    def freeze(self) -> None:
+        self.liveupdate().freeze()
+
+    def cancel(self) -> None:
+        self.liveupdate().cancel()
+
+    def finish(self) -> None:
+        self.liveupdate().finish()
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -80,33 +208,33 @@ class Kernel:
     def cold_boot(
         cls,
         machine: Machine,
-        image: KernelImage = DEFAULT_IMAGE,
+        image: KernelImage | None = None,
+        config: BootConfig | None = None,
         *,
-        scratch: ScratchConfig | None = None,
         reason: str | None = None,
     ) -> Kernel:
         """Power-on: all memory lost, scratch placed afresh."""
+        config = config or BootConfig()
         machine.power_cycle()
-        layout = ScratchLayout.place(machine.memory.frames, scratch)
+        layout = ScratchLayout.place(machine.memory.frames, config.scratch)
         mm = FrameAllocator(machine.memory, layout)
-        return cls(machine, image, mm, None, BootReport("cold", reason=reason))
+        report = BootReport("cold", reason=reason)
+        return cls(machine, image or default_image(), config, mm, None, report)
 
     @classmethod
     def boot(
-        cls,
-        machine: Machine,
-        image: KernelImage = DEFAULT_IMAGE,
-        *,
-        scratch: ScratchConfig | None = None,
+        cls, machine: Machine, image: KernelImage | None = None, config: BootConfig | None = None
     ) -> Kernel:
         """Boot from whatever the handover register says."""
+        image = image or default_image()
+        config = config or BootConfig()
         root = machine.handover.take()
         if root is None:
-            return cls.cold_boot(machine, image, scratch=scratch, reason="no KHO handover")
+            return cls.cold_boot(machine, image, config, reason="no KHO handover")
         try:
             kho_in = KhoIn.parse(machine.memory, root, image.reads_kho())
         except KhoRootRejected as exc:
-            return cls.cold_boot(machine, image, scratch=scratch, reason=exc.reason)
+            return cls.cold_boot(machine, image, config, reason=exc.reason)
         memory = machine.memory
         data = Extents(*memory.data_extents())
         lost = data - kho_in.preserved_extents
@@ -118,18 +246,23 @@ class Kernel:
             preserved_frames=kho_in.preserved_extents.total(),
             released_extents=len(lost),
         )
-        return cls(machine, image, mm, kho_in, report)
+        return cls(machine, image, config, mm, kho_in, report)
 
     # -- kexec ------------------------------------------------------------------------------
 
     def kexec(self, image: KernelImage | None = None) -> Kernel:
-        """Hand over to `image` (default: the same) and return the new kernel."""
-        kho = self.kho_out
+        """Hand over and return the new kernel. With LUO on, only from FROZEN, into the
+        image prepared for; with LUO off (KHO alone), into `image`, else the loaded one,
+        else the running one again."""
+        self.check_alive()
+        if self.luo is not None:
+            if self.luo.state is not LuoState.FROZEN:
+                raise WrongState(f"kexec needs state frozen, not {self.luo.state.value}")
+            target = self.luo.target
+        else:
+            target = image or self.loaded or self.image
+        kho = self._kho_out
         root = kho.root_phys if kho.finalized else kho.finalize()
         self.machine.handover.load(root)
         self.alive = False
-        return Kernel.boot(self.machine, image or self.image)
-
-    @property
-    def root_phys(self) -> int:
-        return self._kho_out.root_pfn << PAGE_SHIFT
+        return Kernel.boot(self.machine, target, self.config)

@@ -226,22 +226,30 @@ class FrameAllocator:
     def _pool(self) -> _FreeList:
         return self._scratch if self.scratch_only else self._normal
 
-    def alloc_folios(self, order: int, count: int) -> Int64Array:
-        """`count` naturally aligned folios of `1 << order` frames, zeroed."""
+    def alloc_folio_runs(self, order: int, count: int) -> list[tuple[int, int]]:
+        """`count` naturally aligned folios of `1 << order` frames, zeroed, as runs of
+        back-to-back folios: (first pfn, number of folios). All or nothing."""
         if not 0 <= order <= MAX_ORDER:
             raise BadAlignment(f"folio order {order} outside 0..{MAX_ORDER}")
         if count <= 0:
-            return np.zeros(0, dtype=np.int64)
+            return []
         pool = self._pool()
         runs = pool.plan_aligned(order, count)
         if runs is None:
             where = "scratch" if self.scratch_only else "RAM"
             raise OutOfMemory(f"no room in {where} for {count} folios of order {order}")
-        parts = []
         for first, n in runs:
             pool.take(first, first + (n << order))
-            parts.append(first + (np.arange(n, dtype=np.int64) << order))
-        return np.concatenate(parts)
+        return runs
+
+    def alloc_folios(self, order: int, count: int) -> Int64Array:
+        """`count` naturally aligned folios of `1 << order` frames, zeroed."""
+        runs = self.alloc_folio_runs(order, count)
+        if not runs:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(
+            [first + (np.arange(n, dtype=np.int64) << order) for first, n in runs]
+        )
 
     def alloc_folio(self, order: int = 0) -> int:
         return int(self.alloc_folios(order, 1)[0])

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from luod.hw.machine import Machine
-from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.kernel import BootConfig, Kernel
 
 SMALL_RAM = 256 << 20
+KHO_ONLY = BootConfig(liveupdate=False)  # KHO tests kexec without LUO's phases
 
 
 @pytest.fixture
@@ -21,4 +22,5 @@ def machine() -> Iterator[Machine]:
 
 @pytest.fixture
 def kernel(machine: Machine) -> Kernel:
-    return Kernel.cold_boot(machine)
+    """A cold-booted kernel with LUO off: KHO alone, kexec at will."""
+    return Kernel.cold_boot(machine, config=KHO_ONLY)

@@ -14,7 +14,7 @@ from luod.hw.memory import PAGE_SIZE
 from luod.kernel_model.errors import KernelDead, RestoreRefused
 from luod.kernel_model.kernel import Kernel
 
-from .conftest import SMALL_RAM
+from .conftest import KHO_ONLY, SMALL_RAM
 
 folio_specs = st.lists(st.tuples(st.sampled_from([0, 0, 1, 3, 9]), st.integers(1, 6)), max_size=8)
 
@@ -47,7 +47,7 @@ def test_exactly_the_preserved_frames_survive(
 ) -> None:
     machine = Machine.create(SMALL_RAM)
     try:
-        kernel = Kernel.cold_boot(machine)
+        kernel = Kernel.cold_boot(machine, config=KHO_ONLY)
         preserved, dropped = populate(kernel, specs, seed)
         for _ in range(hops):
             kernel = kernel.kexec()

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
-from luod.kernel_model.errors import NoSuchSubtree, RestoreRefused
-from luod.kernel_model.extents import Extents, Int64Array, sorted_unique
+from luod.kernel_model.errors import KernelError, NoSuchSubtree, RestoreRefused
+from luod.kernel_model.extents import Extents, Int64Array
 from luod.kernel_model.fdt import FdtError, decode_fdt
 from luod.kernel_model.kho.formats import FORMATS, MemMapCorrupt
 from luod.kernel_model.kho.outgoing import (
@@ -127,14 +127,30 @@ class KhoIn:
         return f"frame {pfn:#x} was never preserved"
 
     def restore_folios(self, pfns: npt.ArrayLike, order: int) -> None:
-        p = np.asarray(pfns, dtype=np.int64).reshape(-1)
-        if (p & ((1 << order) - 1)).any():
-            raise RestoreRefused(f"restore of order-{order} folios at unaligned pfns")
-        blocks = sorted_unique(p >> order)
-        if blocks.size != p.size:
-            raise RestoreRefused("the same folio given twice in one restore")
+        try:
+            p, first, last = self.preserved._folio_runs(pfns, order)
+        except KernelError as exc:
+            raise RestoreRefused(f"restore refused: {exc.message}") from exc
+        if first.size <= PreservedSet.RANGE_PATH_MAX_RUNS:
+            spans = list(
+                zip((first >> order).tolist(), ((last >> order) + 1).tolist(), strict=True)
+            )
+            for b0, b1 in spans:
+                self._check_restorable_range(order, b0, b1)
+            for b0, b1 in spans:
+                self.restored.orders[order].assign_range(b0, b1, True)
+            return
+        blocks = p >> order
         self._check_restorable(order, blocks)
         self.restored.orders[order].assign(blocks, True)
+
+    def _check_restorable_range(self, order: int, b0: int, b1: int) -> None:
+        if not self.preserved.orders[order].all_set_in_range(b0, b1):
+            self._check_restorable(order, np.arange(b0, b1, dtype=np.int64))  # names the pfn
+        again = self.restored.orders[order].first_set_in_range(b0, b1)
+        if again is not None:
+            pfn = again << order
+            raise RestoreRefused(f"frame {pfn:#x} was already restored", obj=f"pfn {pfn:#x}")
 
     def restore_folio(self, pfn: int, order: int = 0) -> None:
         self.restore_folios([pfn], order)
@@ -142,7 +158,7 @@ class KhoIn:
     def restore_pages(self, pfn: int, npages: int) -> None:
         runs = split_aligned(pfn, npages)
         for order, b0, n in runs:
-            self._check_restorable(order, np.arange(b0, b0 + n, dtype=np.int64))
+            self._check_restorable_range(order, b0, b0 + n)
         for order, b0, n in runs:
             self.restored.orders[order].assign_range(b0, b0 + n, True)
 

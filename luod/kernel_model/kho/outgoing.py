@@ -95,6 +95,39 @@ class KhoOut:
         self._mutable("unpreserve")
         self.preserved.remove_pages(pfn, npages)
 
+    def alloc_preserved(self, npages: int) -> int:
+        """`kho_alloc_preserve`: contiguous zeroed pages, allocated and preserved."""
+        pfn = self.mm.alloc_extent(npages)
+        try:
+            self.preserve_pages(pfn, npages)
+        except BaseException:
+            self.mm.free_extent(pfn, npages)
+            raise
+        return pfn
+
+    def free_preserved(self, pfn: int, npages: int) -> None:
+        """`kho_unpreserve_free`: undo `alloc_preserved`."""
+        self.unpreserve_pages(pfn, npages)
+        self.mm.free_extent(pfn, npages)
+
+    def preserve_folio_runs(self, runs: list[tuple[int, int]], order: int) -> None:
+        """Preserve back-to-back folios given as runs (first pfn, count); all or nothing."""
+        self._mutable("preserve")
+        self.preserved.add_folio_runs(runs, order)
+
+    def unpreserve_folio_runs(self, runs: list[tuple[int, int]], order: int) -> None:
+        self._mutable("unpreserve")
+        self.preserved.remove_folio_runs(runs, order)
+
+    def set_format(self, compatible: str) -> None:
+        """Pick the memory-map format the next kernel reads (negotiated at prepare)."""
+        self._mutable("change the KHO format")
+        if compatible not in FORMATS:
+            raise KernelError(
+                f"KHO format {compatible!r} is not implemented", errno=errno.EOPNOTSUPP
+            )
+        self.format = FORMATS[compatible]
+
     # -- subtrees -------------------------------------------------------------------------
 
     def add_subtree(self, name: str, phys: int, size: int) -> None:

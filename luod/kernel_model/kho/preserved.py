@@ -10,6 +10,7 @@ Invariant: no frame is covered by two preserved blocks, whatever their orders.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -228,7 +229,7 @@ class PreservedSet:
             return p, p, p
         step = np.diff(p)
         if not (step > 0).all():  # not strictly increasing: sort, then look for repeats
-            p = np.sort(p)
+            p = np.sort(p, kind="stable")  # timsort: linear on a few sorted runs
             step = np.diff(p)
             dup = np.flatnonzero(step == 0)
             if dup.size:
@@ -286,6 +287,44 @@ class PreservedSet:
         return None
 
     # -- mutation -------------------------------------------------------------------------
+
+    def _runs_to_spans(self, runs: list[tuple[int, int]], order: int) -> list[tuple[int, int]]:
+        """Validate runs of folios; returns block spans [b0, b1), sorted, disjoint."""
+        if not 0 <= order <= MAX_ORDER:
+            raise BadAlignment(f"folio order {order} outside 0..{MAX_ORDER}")
+        spans = sorted((pfn >> order, (pfn >> order) + n) for pfn, n in runs if n > 0)
+        for b0, b1 in spans:
+            if b0 << order < 0 or b1 << order > self.frames:
+                raise KernelError(f"folio at pfn {b0 << order:#x} is outside RAM")
+        for pfn, _ in runs:
+            if pfn & ((1 << order) - 1):
+                raise BadAlignment(f"pfn {pfn:#x} is not aligned to its order {order}")
+        for (_, e0), (s1, _) in itertools.pairwise(spans):
+            if s1 < e0:
+                raise AlreadyPreserved(f"frame {s1 << order:#x} given twice")
+        return spans
+
+    def add_folio_runs(self, runs: list[tuple[int, int]], order: int) -> None:
+        spans = self._runs_to_spans(runs, order)
+        if not spans:
+            return
+        starts = np.array([b0 for b0, _ in spans], dtype=np.int64)
+        ends = np.array([b1 for _, b1 in spans], dtype=np.int64)
+        self._refuse_forbidden(starts << order, ends << order, 0)
+        for b0, b1 in spans:
+            hit = self._overlap_range(order, b0, b1)
+            if hit is not None:
+                raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
+        for b0, b1 in spans:
+            self.orders[order].assign_range(b0, b1, True)
+
+    def remove_folio_runs(self, runs: list[tuple[int, int]], order: int) -> None:
+        spans = self._runs_to_spans(runs, order)
+        bitmap = self.orders[order]
+        if not all(bitmap.all_set_in_range(b0, b1) for b0, b1 in spans):
+            raise NotPreserved(f"a folio of order {order} in the runs was never preserved")
+        for b0, b1 in spans:
+            bitmap.assign_range(b0, b1, False)
 
     def add_folios(self, pfns: npt.ArrayLike, order: int) -> None:
         p, first, last = self._folio_runs(pfns, order)

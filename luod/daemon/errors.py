@@ -1,0 +1,67 @@
+"""Errors the daemon answers with, and the one mapping of any error to its wire form.
+
+Every error a client sees has a qualified name (`luod.<Name>`), a symbolic errno or None,
+a message naming the object and the cause, and the object's name. Kernel-model errors
+keep their class name and errno; daemon policy errors are `DaemonError`s.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+from luod.kernel_model.errors import KernelError, errno_name
+from luod.kernel_model.images import ImageError
+
+
+class DaemonError(Exception):
+    def __init__(
+        self, name: str, message: str, *, errno: int | None = None, obj: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.name = f"luod.{name}"
+        self.message = message
+        self.errno = errno
+        self.obj = obj
+
+    @property
+    def errno_name(self) -> str | None:
+        return None if self.errno is None else errno_name(self.errno)
+
+
+def not_owner(what: str, owner: int, uid: int) -> DaemonError:
+    return DaemonError(
+        "NotOwner",
+        f"{what} belongs to uid {owner}, not to uid {uid}",
+        errno=_errno.EPERM,
+        obj=what,
+    )
+
+
+def incompatible(message: str, target: str) -> DaemonError:
+    return DaemonError("Incompatible", message, errno=_errno.ENOEXEC, obj=target)
+
+
+def wire_error(exc: BaseException) -> dict[str, str | None]:
+    """{name, errno, message, object} for any error a request can end with."""
+    if isinstance(exc, DaemonError):
+        return {
+            "name": exc.name,
+            "errno": exc.errno_name,
+            "message": exc.message,
+            "object": exc.obj,
+        }
+    if isinstance(exc, KernelError):
+        return {
+            "name": f"luod.{exc.name}",
+            "errno": exc.errno_name,
+            "message": exc.message,
+            "object": exc.obj,
+        }
+    if isinstance(exc, ImageError):
+        return {"name": "luod.BadImage", "errno": "EINVAL", "message": str(exc), "object": None}
+    return {
+        "name": "luod.InternalError",
+        "errno": "EIO",
+        "message": f"{type(exc).__name__}: {exc}",
+        "object": None,
+    }

@@ -1,0 +1,425 @@
+"""The daemon's hold on the emulated machine: one running kernel, on behalf of every client.
+
+`Host` is synchronous (the kernel model is): the trio layer above serialises calls into it.
+It owns what luod owns as the userspace agent: the open LUO device, every session fd (held
+for the uid that created the session, so a client may disconnect and come back), and the
+ownership table. That table is userspace state, so it crosses a kexec the only way
+anything does: luod preserves it as bytes in a memfd of its own session (`luod.owners`),
+retrieves it after the kexec and finishes that session at once, like the kernel
+selftests' state session. Session names starting with `luod.` are reserved for it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from luod.daemon.errors import DaemonError, not_owner
+from luod.hw.machine import Machine
+from luod.kernel_model.errors import KernelError, NoSuchSession
+from luod.kernel_model.files.memfd import MemfdFile, Seal
+from luod.kernel_model.images import KernelImage, bundled_images, resolve
+from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.luo.core import Luo
+from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
+from luod.kernel_model.luo.state import LuoState
+from luod.kernel_model.negotiate import LayerProblem, choose
+
+OWNERS_SESSION = "luod.owners"
+RESERVED_PREFIX = "luod."
+COPY_CHUNK = 8 << 20
+_SEAL_BITS = {
+    "seal": fcntl.F_SEAL_SEAL,
+    "shrink": fcntl.F_SEAL_SHRINK,
+    "grow": fcntl.F_SEAL_GROW,
+    "write": fcntl.F_SEAL_WRITE,
+    "future_write": getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x10),
+    "exec": getattr(fcntl, "F_SEAL_EXEC", 0x20),
+}
+
+
+@attrs.frozen
+class Caller:
+    """A client, from SO_PEERCRED at accept time."""
+
+    uid: int
+    pid: int = 0
+
+    @property
+    def root(self) -> bool:
+        return self.uid == 0
+
+
+def _is_memfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
+    except OSError:
+        return False
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Byte ranges of `fd` holding data (all of it where SEEK_DATA is unsupported)."""
+    offset = 0
+    while offset < size:
+        try:
+            lo = os.lseek(fd, offset, os.SEEK_DATA)
+            hi = min(os.lseek(fd, lo, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return
+            yield offset, size
+            return
+        if lo >= size:
+            return
+        yield lo, hi
+        offset = hi
+
+
+class Host:
+    def __init__(self, *, ram: int, image: KernelImage, config: BootConfig) -> None:
+        self.machine = Machine.create(ram)
+        self.config = config
+        self.kernel = Kernel.cold_boot(self.machine, image, config)
+        self.owners: dict[tuple[str, str], int] = {}
+        self.device_error: str | None = None
+        self._start_userspace()
+
+    def close(self) -> None:
+        self.machine.close()
+
+    # -- boot and kexec ----------------------------------------------------------------------
+
+    def _start_userspace(self) -> None:
+        """What luod does when it starts on a kernel: open /dev/liveupdate (deserializing
+        the incoming sessions) and take back the ownership table."""
+        self.device_error = None
+        try:
+            self.kernel.liveupdate().open_device()
+        except KernelError as exc:
+            self.device_error = exc.message
+            return
+        self._restore_owners()
+
+    def _restore_owners(self) -> None:
+        luo = self.luo
+        if OWNERS_SESSION not in luo.incoming:
+            return
+        session = luo.retrieve_session(OWNERS_SESSION)
+        try:
+            memfd = luo.retrieve_file(session, 0)
+            assert isinstance(memfd, MemfdFile)
+            table = json.loads(memfd.read(0, memfd.size) or b"{}")
+            for name, uid in table.items():
+                if name in luo.incoming:
+                    self.owners[("incoming", name)] = int(uid)
+        finally:
+            luo.finish_session(session)
+
+    def save_owners(self) -> None:
+        """Before prepare: preserve the outgoing ownership table as bytes."""
+        luo = self.luo
+        if OWNERS_SESSION in luo.outgoing:
+            luo.close_session(luo.outgoing[OWNERS_SESSION])
+        table = {name: uid for (d, name), uid in self.owners.items() if d == "outgoing"}
+        memfd = MemfdFile(self.kernel.memory, self.kernel.mm, name=OWNERS_SESSION)
+        memfd.write(0, json.dumps(table).encode())
+        session = luo.create_session(OWNERS_SESSION)
+        try:
+            luo.preserve(session, 0, memfd)
+        except BaseException:
+            memfd.release()
+            luo.close_session(session)
+            raise
+
+    def adopt(self, kernel: Kernel) -> None:
+        """The kernel a kexec or a cold boot produced replaces the old one; every session
+        fd and file of the old userspace is gone with it."""
+        self.kernel = kernel
+        self.owners = {}
+        self._start_userspace()
+
+    def boot_cold(self, image: KernelImage | None) -> Kernel:
+        kernel = Kernel.cold_boot(self.machine, image or self.kernel.image, self.config)
+        self.adopt(kernel)
+        return kernel
+
+    @property
+    def luo(self) -> Luo:
+        if self.device_error is not None:
+            raise DaemonError(
+                "LuoUnavailable", self.device_error, errno=errno.EIO, obj="/dev/liveupdate"
+            )
+        return self.kernel.liveupdate()
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _check_owner(self, caller: Caller, direction: str, name: str) -> None:
+        owner = self.owners.get((direction, name), 0)
+        if not caller.root and owner != caller.uid:
+            raise not_owner(f"{direction} session {name!r}", owner, caller.uid)
+
+    def outgoing(self, caller: Caller, name: str) -> OutgoingSession:
+        session = self.luo.outgoing.get(name)
+        if session is None or name == OWNERS_SESSION:
+            raise NoSuchSession(f"no outgoing session {name!r}", obj=name)
+        self._check_owner(caller, "outgoing", name)
+        return session
+
+    def incoming(self, caller: Caller, name: str) -> IncomingSession:
+        session = self.luo.incoming.get(name)
+        if session is None or name == OWNERS_SESSION:
+            raise NoSuchSession(f"no incoming session {name!r}", obj=name)
+        self._check_owner(caller, "incoming", name)
+        return session
+
+    def session_create(self, caller: Caller, name: str) -> dict[str, Any]:
+        if name.startswith(RESERVED_PREFIX):
+            raise DaemonError(
+                "ReservedName",
+                f"session names starting with {RESERVED_PREFIX!r} are luod's own",
+                errno=errno.EINVAL,
+                obj=name,
+            )
+        session = self.luo.create_session(name)
+        self.owners[("outgoing", session.name)] = caller.uid
+        return self.session_object(session)
+
+    def session_close(self, caller: Caller, name: str) -> None:
+        session = self.outgoing(caller, name)
+        self.luo.close_session(session)
+        self.owners.pop(("outgoing", name), None)
+
+    def session_retrieve(self, caller: Caller, name: str) -> dict[str, Any]:
+        self.incoming(caller, name)
+        return self.session_object(self.luo.retrieve_session(name))
+
+    def session_finish(self, caller: Caller, name: str) -> None:
+        self.luo.finish_session(self.incoming(caller, name))
+        self.owners.pop(("incoming", name), None)
+
+    def finish_all(self, caller: Caller) -> None:
+        for name in self.luo.incoming:
+            if name != OWNERS_SESSION:
+                self._check_owner(caller, "incoming", name)
+        self.kernel.finish()
+        self.owners = {k: v for k, v in self.owners.items() if k[0] != "incoming"}
+
+    def session_object(self, session: OutgoingSession | IncomingSession) -> dict[str, Any]:
+        if isinstance(session, OutgoingSession):
+            direction = "outgoing"
+            files = [
+                {"token": f.token, "type": f.handler.file_type, "format": f.compatible}
+                for f in session.files
+            ]
+            extra: dict[str, Any] = {}
+        else:
+            direction = "incoming"
+            files = [
+                {
+                    "token": f.token,
+                    "type": f.handler.file_type,
+                    "format": f.compatible,
+                    "retrieved": f.status > 0,
+                }
+                for f in session.files
+            ]
+            extra = {"retrieved": session.retrieved, "stuck": session.stuck}
+        return {
+            "name": session.name,
+            "direction": direction,
+            "owner": self.owners.get((direction, session.name), 0),
+            "files": files,
+            **extra,
+        }
+
+    def sessions(self, caller: Caller | None = None) -> list[dict[str, Any]]:
+        if self.device_error is not None:
+            return []
+        luo = self.kernel.luo
+        if luo is None:
+            return []
+        out = []
+        for direction, table in (("outgoing", luo.outgoing), ("incoming", luo.incoming)):
+            for name, session in table.items():
+                owner = self.owners.get((direction, name), 0)
+                if name == OWNERS_SESSION:
+                    continue
+                if caller is None or caller.root or owner == caller.uid:
+                    out.append(self.session_object(session))
+        return out
+
+    # -- memfds ---------------------------------------------------------------------------
+
+    def memfd_from_fd(
+        self,
+        caller: Caller,
+        session_name: str,
+        token: int,
+        source: int,
+        *,
+        size: int | None,
+        seals: list[str],
+        name: str = "",
+    ) -> dict[str, Any]:
+        """Copy the bytes of a real fd into a new emulated memfd and preserve it."""
+        session = self.outgoing(caller, session_name)
+        st = os.fstat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise DaemonError(
+                "BadSource",
+                "the memfd source must be a regular file or a memfd",
+                errno=errno.EINVAL,
+                obj=f"{session_name}/{token:#x}",
+            )
+        extra = Seal.from_names(seals)
+        source_seals = Seal(0)
+        if _is_memfd(source):
+            source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS))
+        length = st.st_size if size is None else size
+        memfd = MemfdFile(self.kernel.memory, self.kernel.mm, name=name or session_name)
+        try:
+            memfd.truncate(length)
+            for lo, hi in _data_extents(source, min(st.st_size, length)):
+                for at in range(lo, hi, COPY_CHUNK):
+                    chunk = os.pread(source, min(COPY_CHUNK, hi - at), at)
+                    if chunk.strip(b"\0"):
+                        memfd.write(at, chunk)
+            if source_seals | extra:
+                memfd.add_seals(source_seals | extra)
+            self.luo.preserve(session, token, memfd)
+        except BaseException:
+            memfd.release()
+            raise
+        return {"token": token, "size": memfd.size, "seals": memfd.seals.names()}
+
+    def memfd_to_fd(
+        self, caller: Caller, session_name: str, token: int
+    ) -> tuple[dict[str, Any], int]:
+        """Retrieve an incoming memfd and copy it into a new real memfd (returned open)."""
+        session = self.incoming(caller, session_name)
+        if not session.retrieved:
+            raise DaemonError(
+                "NotRetrieved",
+                f"retrieve session {session_name!r} before its files",
+                errno=errno.EINVAL,
+                obj=session_name,
+            )
+        file = self.luo.retrieve_file(session, token)
+        if not isinstance(file, MemfdFile):
+            raise DaemonError(
+                "NotAMemfd",
+                f"token {token:#x} of session {session_name!r} is a {file.file_type}",
+                errno=errno.EINVAL,
+                obj=f"{session_name}/{token:#x}",
+            )
+        fd = os.memfd_create(session_name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, file.size)
+            folio = 1 << (file.folio_order + 12)
+            index, _, counts, dirty = file.folio_runs()
+            for start, n, d in zip(index.tolist(), counts.tolist(), dirty.tolist(), strict=True):
+                if not d:
+                    continue  # filled holes read zero: the new memfd's holes do too
+                lo, hi = start * folio, min((start + n) * folio, file.size)
+                for at in range(lo, hi, COPY_CHUNK):
+                    os.pwrite(fd, file.read(at, min(COPY_CHUNK, hi - at)), at)
+            bits = 0
+            for seal in file.seals.names():
+                bits |= _SEAL_BITS[seal]
+            if bits:
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, bits)
+            os.lseek(fd, file.pos, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        info = {"token": token, "size": file.size, "pos": file.pos, "seals": file.seals.names()}
+        return info, fd
+
+    def file_unpreserve(self, caller: Caller, session_name: str, token: int) -> None:
+        self.luo.unpreserve(self.outgoing(caller, session_name), token)
+
+    def file_retrieve(self, caller: Caller, session_name: str, token: int) -> dict[str, Any]:
+        session = self.incoming(caller, session_name)
+        if not session.retrieved:
+            raise DaemonError(
+                "NotRetrieved",
+                f"retrieve session {session_name!r} before its files",
+                errno=errno.EINVAL,
+                obj=session_name,
+            )
+        file = self.luo.retrieve_file(session, token)
+        f = session.by_token(token)
+        return {"token": token, "type": file.file_type, "format": f.compatible}
+
+    # -- images and compatibility -------------------------------------------------------------
+
+    def image(self, target: str) -> KernelImage:
+        return resolve(target)
+
+    def check(self, target: KernelImage) -> dict[str, Any]:
+        """Can everything preserved now be handed to `target`? Per object and per layer."""
+        running = self.kernel.image
+        problems: list[dict[str, Any]] = []
+        objects: list[dict[str, Any]] = []
+        luo = self.kernel.luo
+        layers: dict[str, list[str]] = luo.layers_in_use() if luo is not None else {}
+        for layer in ("kho", "luo"):
+            result = choose(running, target, layer, layers.get(layer, []))
+            if isinstance(result, LayerProblem):
+                problems.append(
+                    {
+                        "format": layer,
+                        "reason": result.reason,
+                        "session": None,
+                        "token": None,
+                        "type": None,
+                    }
+                )
+        if luo is not None:
+            for session in luo.outgoing.values():
+                if session.name == OWNERS_SESSION:
+                    continue
+                for f in session.files:
+                    result = choose(running, target, f.handler.layer, f.handler.formats)
+                    entry = {"session": session.name, "token": f.token, "type": f.handler.file_type}
+                    if isinstance(result, LayerProblem):
+                        problems.append(
+                            {**entry, "format": f.handler.layer, "reason": result.reason}
+                        )
+                        objects.append({**entry, "format": None})
+                    else:
+                        objects.append({**entry, "format": result})
+        return {
+            "compatible": not problems,
+            "target": target.release,
+            "problems": problems,
+            "objects": objects,
+        }
+
+    # -- the global events ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        if self.kernel.state == LuoState.NORMAL.value:
+            self.save_owners()
+        self.kernel.prepare()
+
+    def image_catalog(self, image: KernelImage) -> dict[str, Any]:
+        return {
+            "release": image.release,
+            "summary": image.summary,
+            "reads": sorted(image.reads),
+            "profiles": {name: list(formats) for name, formats in image.profiles},
+            "write": {c: on for c, on in image.write_switches},
+            "writable": image.writable(),
+            "source": image.source,
+        }
+
+    def images(self) -> list[dict[str, Any]]:
+        return [self.image_catalog(i) for i in bundled_images()]

@@ -1,0 +1,249 @@
+"""The trio adapter: a sans-IO `Connection` driven over a trio byte stream, with fds.
+
+Owns the async I/O loop shared by the daemon (server role, later) and by trio participants
+(client role, through `luod.ipc.trio_client`): read until a message is complete, write
+frames, and pass file descriptors with SCM_RIGHTS when the stream is a real Unix socket.
+
+Two kinds of streams are accepted:
+
+* a `trio.SocketStream` over an AF_UNIX socket: bytes and fds go through the socket's
+  `sendmsg`/`recvmsg` (trio has no fd-passing helpers of its own), received fds are
+  close-on-exec, and `peer_credentials()` works;
+* any other `trio.abc.Stream` (`trio.testing.memory_stream_pair()`, a TLS stream...):
+  only `send_all`/`receive_some` are used, so everything works except fd passing, which
+  raises `LocalProtocolError` (`luod.MissingFds`) before anything is sent.
+
+Sending must be serialised: exactly one task may be in `send()` at a time (one writer task
+fed by a channel, or a `trio.Lock`). trio's own conflict detection does not cover raw
+`sendmsg` calls, so `FramedStream` checks itself and raises `trio.BusyResourceError`
+rather than interleave two frames. A send interrupted half-way (cancellation, error) leaves
+a partial frame on the wire; the stream is then broken and every later send raises
+`trio.BrokenResourceError`. Callers that must survive cancellation shield their sends.
+
+Receiving is done by one task too (`receive()`), as with any trio stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket as _stdlib_socket
+from typing import Final, Literal
+
+import trio
+
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Sentinel, error_reply
+from luod.ipc.errors import (
+    ConnectionLost,
+    LocalProtocolError,
+    ProtocolError,
+    ProtocolErrorName,
+    RemoteError,
+    RemoteProtocolError,
+)
+from luod.ipc.fdpass import (
+    UCRED_SIZE,
+    PeerCredentials,
+    ancillary_space,
+    close_fds,
+    decode_ucred,
+    fds_ancillary,
+    parse_fds,
+)
+from luod.ipc.framing import HEADER_SIZE
+from luod.ipc.messages import (
+    MAX_FDS_PER_MESSAGE,
+    PROTOCOL_VERSION,
+    ErrorReply,
+    Hello,
+    Message,
+    Reply,
+    Request,
+    Welcome,
+)
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "FramedStream"]
+
+DEFAULT_RECEIVE_SIZE: Final = 64 * 1024
+
+
+class FramedStream:
+    """A `Connection` plus the trio stream it talks over.
+
+    Args:
+        stream: the byte stream; a `trio.SocketStream` on an AF_UNIX socket enables fds.
+        connection: the sans-IO connection (its role decides client or server rules).
+        receive_size: bytes asked for per read (at most `max_frame + 4`, see FrameDecoder).
+        max_fds_per_read: fds accepted per read; more makes the read fail (MSG_CTRUNC).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        connection: Connection,
+        *,
+        receive_size: int = DEFAULT_RECEIVE_SIZE,
+        max_fds_per_read: int = MAX_FDS_PER_MESSAGE,
+    ) -> None:
+        self.stream = stream
+        self.connection = connection
+        self.receive_size = min(receive_size, connection.max_frame + HEADER_SIZE)
+        self.max_fds_per_read = max_fds_per_read
+        sock = getattr(stream, "socket", None)
+        self._socket: trio.socket.SocketType | None = (
+            sock
+            if isinstance(sock, trio.socket.SocketType) and sock.family == _stdlib_socket.AF_UNIX
+            else None
+        )
+        self._sending = False
+        self._send_broken = False
+        self._receive_error: RemoteProtocolError | None = None
+
+    @property
+    def can_pass_fds(self) -> bool:
+        """True when the stream is a Unix socket, so messages may carry fds."""
+        return self._socket is not None
+
+    def peer_credentials(self) -> PeerCredentials:
+        """The peer's pid/uid/gid (SO_PEERCRED). Raises RuntimeError without a Unix socket."""
+        if self._socket is None:
+            raise RuntimeError("peer credentials need a Unix socket stream")
+        raw = self._socket.getsockopt(
+            _stdlib_socket.SOL_SOCKET, _stdlib_socket.SO_PEERCRED, UCRED_SIZE
+        )
+        return decode_ucred(raw)
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Encode and write `message` (with its fds, if any). One task at a time.
+
+        Raises:
+            LocalProtocolError: the connection refuses the message (see `Connection.send`),
+                or it carries fds and the stream cannot pass them. Nothing was sent.
+            trio.BusyResourceError: another task is sending.
+            trio.BrokenResourceError: the stream broke (now or in an earlier send).
+            trio.ClosedResourceError: the stream was closed.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        if self._send_broken:
+            raise trio.BrokenResourceError("an earlier send was interrupted mid-frame")
+        fds = message.fds if isinstance(message, Request | Reply) else ()
+        if fds and self._socket is None:
+            raise LocalProtocolError(
+                ProtocolErrorName.MISSING_FDS,
+                "this stream cannot pass file descriptors (not a Unix socket)",
+            )
+        data = self.connection.send(message)
+        self._sending = True
+        completed = False
+        try:
+            if fds:
+                assert self._socket is not None
+                try:
+                    sent = await self._socket.sendmsg([data], fds_ancillary(fds))
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"sendmsg failed: {exc}") from exc
+                if sent < len(data):
+                    await self.stream.send_all(memoryview(data)[sent:])
+            else:
+                await self.stream.send_all(data)
+            completed = True
+        finally:
+            self._sending = False
+            if not completed:
+                self._send_broken = True
+
+    # --- receiving -----------------------------------------------------------------------
+
+    async def receive(self) -> Message | Literal[Sentinel.CLOSED]:
+        """The next message from the peer, or `CLOSED` when the peer closed cleanly.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol (sticky).
+            trio.BrokenResourceError / trio.ClosedResourceError: from the stream.
+        """
+        if self._receive_error is not None:
+            raise self._receive_error
+        while True:
+            event = self.connection.next_event()
+            if event is not NEED_DATA:
+                return event
+            try:
+                data, fds = await self._receive_some()
+            except RemoteProtocolError as exc:  # fds truncated
+                self._receive_error = exc
+                raise
+            self.connection.receive_data(data, fds)
+
+    async def _receive_some(self) -> tuple[bytes, list[int]]:
+        if self._socket is None:
+            return bytes(await self.stream.receive_some(self.receive_size)), []
+        try:
+            data, ancdata, flags, _addr = await self._socket.recvmsg(
+                self.receive_size,
+                ancillary_space(self.max_fds_per_read),
+                _stdlib_socket.MSG_CMSG_CLOEXEC,
+            )
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
+        return data, parse_fds(ancdata, flags)
+
+    # --- handshakes ----------------------------------------------------------------------
+
+    async def hello(self, client_name: str, *, version: int = PROTOCOL_VERSION) -> Welcome:
+        """Client side of the hello exchange: send `hello`, wait for `welcome`.
+
+        Raises:
+            RemoteError: the server refused (e.g. `luod.ProtocolVersion`).
+            ConnectionLost: the server closed the connection first.
+            RemoteProtocolError: the server answered with something else.
+        """
+        await self.send(Hello(version=version, client=client_name))
+        event = await self.receive()
+        if event is CLOSED:
+            raise ConnectionLost("the server closed the connection during the hello exchange")
+        if isinstance(event, ErrorReply):
+            raise RemoteError(event.error)
+        assert isinstance(event, Welcome)  # the client Connection lets nothing else through
+        return event
+
+    async def accept_hello(self, server_name: str) -> Hello:
+        """Server side of the hello exchange: wait for `hello`, answer `welcome`.
+
+        A protocol error (no hello first, unsupported version, garbage) is answered with an
+        `error` envelope (id null) on a best-effort basis, then raised; the caller closes.
+
+        Raises:
+            RemoteProtocolError: the client broke the protocol.
+            ConnectionLost: the client closed the connection before its hello.
+        """
+        try:
+            event = await self.receive()
+        except RemoteProtocolError as exc:
+            await self.send_error_and_forget(exc)
+            raise
+        if event is CLOSED:
+            raise ConnectionLost("the client closed the connection before its hello")
+        assert isinstance(event, Hello)  # the server Connection lets nothing else through
+        await self.send(Welcome(version=event.version, server=server_name))
+        return event
+
+    async def send_error_and_forget(self, exc: ProtocolError) -> None:
+        """Best effort: tell the peer why we are about to close (an `error`, id null).
+        Errors while doing so are ignored: the connection is going away anyway."""
+        with contextlib.suppress(
+            ProtocolError,
+            trio.BrokenResourceError,
+            trio.BusyResourceError,
+            trio.ClosedResourceError,
+        ):
+            await self.send(error_reply(exc, None))
+
+    # --- closing -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the stream and every received fd no message claimed. Idempotent."""
+        self.connection.close()
+        close_fds(self.connection.take_unclaimed_fds())
+        await self.stream.aclose()

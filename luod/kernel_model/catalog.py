@@ -1,0 +1,23 @@
+"""Every format `compatible` string the model implements, and the layer it belongs to.
+
+A kernel image may only name formats listed here: each one has a writer and a reader in
+the model (KHO memory maps in `kho.formats`, LUO roots in `luo.serialize`, file records
+in `handlers`). A layer is what negotiation picks one format for: the KHO root, the LUO
+root, each file type, each FLB.
+"""
+
+from __future__ import annotations
+
+KHO = "kho"
+LUO = "luo"
+
+FORMAT_LAYERS: dict[str, str] = {
+    "kho-v1": KHO,
+    "luo-v1": LUO,
+    "memfd-v1": "memfd",
+    "memfd-v2": "memfd",
+}
+
+
+def layer_of(compatible: str) -> str | None:
+    return FORMAT_LAYERS.get(compatible)
