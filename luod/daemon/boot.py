@@ -1,9 +1,8 @@
-"""Cold boot of the emulated machine: build the hardware, start the first kernel on it.
+"""Cold boot of the emulated machine at daemon start: image, command line, host.
 
-This is the daemon's single entry into the lower layers at start-up (`daemon ->
-kernel_model -> hw`). The imports live inside the function so that importing the daemon
-package (for `--help`, `--version`, or a test of the argument parser) does not load the
-machine model and numpy.
+This is the daemon's entry into the lower layers at start-up (`daemon -> kernel_model ->
+hw`). The imports live inside the function so that `luod --help` and the argument parser's
+tests do not load the machine model and numpy.
 """
 
 from __future__ import annotations
@@ -11,25 +10,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from luod.kernel_model.kernel import Kernel
+    from luod.daemon.host import Host
 
 
-def boot_machine(ram_bytes: int, kernel: str | None) -> Kernel:
-    """Create a machine with `ram_bytes` of emulated RAM and cold-boot a kernel on it.
+def build_host(
+    ram_bytes: int,
+    kernel: str | None,
+    *,
+    limits: str = "unlimited",
+    hugetlb: dict[int, int] | None = None,
+) -> Host:
+    """Create the machine with `ram_bytes` of emulated RAM and cold-boot `kernel` on it.
 
     Args:
         ram_bytes: size of emulated physical memory (sparse; costs nothing until written).
         kernel: `--kernel` as given: a bundled release, an image file, or None for the
             newest bundled release.
+        limits: `--limits`: "unlimited" or "6.19".
+        hugetlb: `--hugetlb` pools {page size: count} (used by the device models).
 
-    Returns:
-        The running kernel.
+    Raises:
+        luod.kernel_model.images.ImageError: `kernel` names no bundled release or readable
+            image file; the message says which.
     """
-    from luod.hw.machine import Machine
-    from luod.kernel_model.kernel import Kernel
+    from luod.daemon.host import Host
+    from luod.kernel_model.images import default_image, resolve
+    from luod.kernel_model.kernel import BootConfig
+    from luod.kernel_model.luo.state import Limits
 
-    # TODO: resolve `kernel` to an image once kernel_model.images can load one; until then
-    # the machine always cold-boots the kernel model's default image.
-    del kernel
-    machine = Machine.create(ram_bytes)
-    return Kernel.cold_boot(machine)
+    del hugetlb  # the pools arrive with the hugetlb device model
+    image = resolve(kernel) if kernel else default_image()
+    config = BootConfig(limits=Limits.named(limits))
+    return Host(ram=ram_bytes, image=image, config=config)

@@ -281,7 +281,9 @@ class Host:
         extra = Seal.from_names(seals)
         source_seals = Seal(0)
         if _is_memfd(source):
-            source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS))
+            # Content seals travel with the copy. SEAL itself does not: Linux reports it
+            # for every memfd made without MFD_ALLOW_SEALING; ask for it with --seal.
+            source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
         length = st.st_size if size is None else size
         memfd = MemfdFile(self.kernel.memory, self.kernel.mm, name=name or session_name)
         try:
@@ -420,6 +422,33 @@ class Host:
             "writable": image.writable(),
             "source": image.source,
         }
+
+    def set_write(self, compatible: str, enabled: bool) -> dict[str, Any]:
+        """`kernel write FORMAT on|off`: the running kernel's switch, read at prepare."""
+        kernel = self.kernel
+        if compatible not in kernel.image.reads and compatible not in {
+            c for _, formats in kernel.image.profiles for c in formats
+        }:
+            raise DaemonError(
+                "UnknownFormat",
+                f"kernel {kernel.release} has no format {compatible!r}",
+                errno=errno.ENOENT,
+                obj=compatible,
+            )
+        if kernel.state != LuoState.NORMAL.value:
+            raise DaemonError(
+                "UpdateInProgress",
+                f"write switches are fixed while the state is {kernel.state}",
+                errno=errno.EBUSY,
+                obj=compatible,
+            )
+        switches = dict(kernel.image.write_switches)
+        switches[compatible] = enabled
+        image = attrs.evolve(kernel.image, write_switches=tuple(sorted(switches.items())))
+        kernel.image = image
+        if kernel.luo is not None:
+            kernel.luo.image = image
+        return {"format": compatible, "enabled": enabled, "writable": image.writable()}
 
     def images(self) -> list[dict[str, Any]]:
         return [self.image_catalog(i) for i in bundled_images()]

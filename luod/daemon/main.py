@@ -7,32 +7,41 @@ Both signals are blocked from before the boot until trio's signal receiver is in
 a signal that arrives while the machine is still booting is held, not fatal, and handled as
 soon as the loop runs.
 
-The socket server is not wired yet: for now the daemon boots the machine, reports it, and
-waits for a shutdown signal.
+Serving itself lives in `luod.daemon.server`; this module parses, boots, listens (or takes
+the socket systemd passed), reports readiness, pings the watchdog and stops cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 import trio
 from structlog.typing import FilteringBoundLogger
 
+if TYPE_CHECKING:
+    from luod.daemon.host import Host
+
 from luod import __version__
-from luod.daemon import boot
+from luod.daemon import boot, sdnotify
+from luod.daemon.listener import (
+    ListenerError,
+    NoSocketPath,
+    default_socket_path,
+    from_activation,
+    open_unix_listener,
+)
 from luod.daemon.logging import LOG_FORMATS, LOG_LEVELS, configure_logging
+from luod.daemon.records import RunRecords
 from luod.units import format_size, parse_size
 
 __all__ = [
     "HUGETLB_PAGE_SIZES",
     "build_parser",
-    "default_socket_path",
     "main",
     "parse_hugetlb",
     "parse_ram",
@@ -103,21 +112,6 @@ def parse_hugetlb(text: str) -> dict[int, int]:
         seen.add(size)
         pools[size] = int(count_text)
     return pools
-
-
-def default_socket_path(environ: Mapping[str, str], euid: int) -> Path | None:
-    """The socket path CLI.md prescribes when `--socket` is not given.
-
-    `$LUOD_SOCKET`, else `/run/luod/luod.sock` for root, else
-    `$XDG_RUNTIME_DIR/luod/luod.sock`; None when none of these applies.
-    """
-    if environ.get("LUOD_SOCKET"):
-        return Path(environ["LUOD_SOCKET"])
-    if euid == 0:
-        return Path("/run/luod/luod.sock")
-    if environ.get("XDG_RUNTIME_DIR"):
-        return Path(environ["XDG_RUNTIME_DIR"]) / "luod" / "luod.sock"
-    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,9 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    socket_path = args.socket or default_socket_path(os.environ, os.geteuid())
-    if socket_path is None:
-        parser.error("no --socket given and neither LUOD_SOCKET nor XDG_RUNTIME_DIR is set")
+    activated = sdnotify.listen_fds()
+    socket_path: Path | None = None
+    if not activated:
+        try:
+            socket_path = args.socket or default_socket_path()
+        except NoSocketPath as exc:
+            parser.error(str(exc))
 
     configure_logging(args.log_format, args.log_level)
     log: FilteringBoundLogger = structlog.get_logger("luod")
@@ -209,27 +207,71 @@ def main(argv: list[str] | None = None) -> int:
     saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
     try:
         try:
-            kernel = boot.boot_machine(args.ram, args.kernel)
-        except Exception:
-            log.exception("boot_failed", ram=format_size(args.ram), kernel=args.kernel)
+            host = boot.build_host(args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb)
+        except Exception as exc:
+            log.exception(
+                "boot_failed", ram=format_size(args.ram), kernel=args.kernel, error=str(exc)
+            )
             return 1
-        return trio.run(_serve, log, args.ram, kernel, saved_mask)
+        try:
+            return trio.run(_serve, log, args, host, socket_path, activated, saved_mask)
+        finally:
+            host.close()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
 
 
+async def _watchdog(interval: float) -> None:
+    while True:
+        sdnotify.watchdog_ping()
+        await trio.sleep(interval / 2)
+
+
 async def _serve(
     log: FilteringBoundLogger,
-    ram: int,
-    kernel: object,
+    args: argparse.Namespace,
+    host: Host,
+    socket_path: Path | None,
+    activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
 ) -> int:
-    """The trio main: report the machine up, then wait for a shutdown signal."""
+    """The trio main: listen, serve, report readiness, stop cleanly on a signal."""
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         # Handlers are installed: let held and future signals through to the receiver.
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-        log.info("machine_up", ram=format_size(ram), release=getattr(kernel, "release", "unknown"))
-        async for signum in signals:
-            log.info("shutdown", signal=signal.Signals(signum).name)
-            break
+        try:
+            if activated:
+                listener = from_activation(activated)
+            else:
+                assert socket_path is not None
+                listener = await open_unix_listener(socket_path)
+        except ListenerError as exc:
+            log.error("listen_failed", error=str(exc))
+            return 1
+        from luod.daemon.server import Daemon, serve  # heavy: numpy and the model
+
+        records = RunRecords(args.state_dir)
+        records.start()
+        daemon = Daemon(host, records=records, status_hook=sdnotify.status)
+        kernel = host.kernel
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, daemon, listener.listener)
+            log.info(
+                "machine_up",
+                ram=format_size(args.ram),
+                release=kernel.release,
+                socket=str(listener.path) if listener.path else "activated",
+                previous_boot_unclean=records.previous_unclean,
+            )
+            sdnotify.ready(f"running {kernel.release} ({kernel.state})")
+            interval = sdnotify.watchdog_interval()
+            if interval:
+                nursery.start_soon(_watchdog, interval)
+            async for signum in signals:
+                log.info("shutdown", signal=signal.Signals(signum).name)
+                sdnotify.stopping()
+                break
+            nursery.cancel_scope.cancel()
+        listener.close()
+        records.stop()
     return 0

@@ -1,0 +1,383 @@
+"""The update choreography: participants, the barrier, and the phases of an update.
+
+Participants are long-lived clients that register with a name and the sessions they care
+about. For each update the daemon sends them `prepare` and then `freeze` events carrying an
+`update_id`, and waits for every `participant.ack` within the deadline. A NAK, a missed
+deadline or a disconnect cancels the whole update: the kernel goes back to NORMAL and every
+object is usable again; the error names the participant and the cause.
+
+`update` runs the phases `load`, `check`, `prepare`, `freeze`, `kexec`, `restore` and times
+each. The blackout runs from the start of freeze until the next kernel serves retrieval (its
+LUO device is open). After the kexec, participants reconnect, retrieve and report
+`participant.resumed`; when the last one has, the full blackout is added to the record.
+A kexec ends userspace: connections that are participants or hold emulated files are
+dropped; control-only connections stay and receive the result.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import structlog
+import trio
+
+from luod.daemon.errors import DaemonError, incompatible
+from luod.daemon.events import EventBus
+from luod.daemon.host import Host
+from luod.kernel_model.images import KernelImage
+from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.luo.state import LuoState
+
+if TYPE_CHECKING:
+    from luod.daemon.server import ClientConnection
+
+log = structlog.get_logger("luod.orchestrator")
+
+PHASES = ("load", "check", "prepare", "freeze", "kexec", "restore")
+DEFAULT_DEADLINE = 30.0
+
+
+@attrs.define(eq=False)
+class Participant:
+    name: str
+    uid: int
+    sessions: list[str]
+    conn: ClientConnection | None
+    state: str = "registered"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "uid": self.uid, "sessions": self.sessions, "state": self.state}
+
+
+@attrs.define(eq=False)
+class Barrier:
+    """One phase of one update waiting for every participant's answer."""
+
+    update_id: int
+    phase: str
+    waiting: set[str]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    failure: DaemonError | None = None
+
+    def answer(self, name: str, ok: bool, reason: str | None) -> None:
+        if name not in self.waiting:
+            return
+        self.waiting.discard(name)
+        if not ok and self.failure is None:
+            self.failure = DaemonError(
+                "ParticipantRefused",
+                f"participant {name!r} refused {self.phase}: {reason or 'no reason given'}",
+                errno=errno.ECANCELED,
+                obj=name,
+            )
+        if self.failure is not None or not self.waiting:
+            self.done.set()
+
+    def lost(self, name: str) -> None:
+        if name in self.waiting and self.failure is None:
+            self.failure = DaemonError(
+                "ParticipantGone",
+                f"participant {name!r} disconnected during {self.phase}",
+                errno=errno.ECONNRESET,
+                obj=name,
+            )
+            self.done.set()
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        host: Host,
+        bus: EventBus,
+        *,
+        on_update_record: Callable[[dict[str, Any]], None] = lambda r: None,
+        on_kexec: Callable[[object], None] = lambda keep: None,
+        status_hook: Callable[[str], object] = lambda s: None,
+    ) -> None:
+        self.host = host
+        self.bus = bus
+        self.participants: dict[str, Participant] = {}
+        self.lock = trio.Lock()
+        self.barrier: Barrier | None = None
+        self.last_update: dict[str, Any] | None = None
+        self._ids = itertools.count(1)
+        self._on_record = on_update_record
+        self._on_kexec = on_kexec
+        self._status = status_hook
+        self._pending_resume: set[str] = set()
+        self._kexec_at: float | None = None
+        self._freeze_at: float | None = None
+        self._requester: object = None
+
+    # -- participants ---------------------------------------------------------------------
+
+    def register(self, conn: ClientConnection, name: str, sessions: list[str]) -> Participant:
+        if not name:
+            raise DaemonError("BadParticipant", "participant name is empty", errno=errno.EINVAL)
+        known = self.participants.get(name)
+        if known is not None and known.conn is not None and known.conn is not conn:
+            raise DaemonError(
+                "ParticipantExists",
+                f"participant {name!r} is registered on another connection",
+                errno=errno.EEXIST,
+                obj=name,
+            )
+        if self.barrier is not None:
+            raise DaemonError(
+                "UpdateInProgress",
+                f"cannot register {name!r} while an update waits for {self.barrier.phase}",
+                errno=errno.EBUSY,
+                obj=name,
+            )
+        participant = Participant(name, conn.caller.uid, sessions, conn)
+        self.participants[name] = participant
+        self.bus.publish("participant.registered", name=name, sessions=sessions)
+        return participant
+
+    def ready(self, participant: Participant) -> None:
+        participant.state = "ready"
+        self.bus.publish("participant.ready", name=participant.name)
+
+    def resumed(self, conn: ClientConnection, name: str) -> None:
+        participant = self.participants.get(name)
+        if participant is None or (participant.uid != conn.caller.uid and not conn.caller.root):
+            participant = Participant(name, conn.caller.uid, [], conn)
+            self.participants[name] = participant
+        participant.conn = conn
+        participant.state = "resumed"
+        self.bus.publish("participant.resumed", name=name)
+        self._pending_resume.discard(name)
+        record = self.last_update
+        if (
+            not self._pending_resume
+            and record is not None
+            and self._freeze_at
+            and record.get("full_blackout_ms") is None
+        ):
+            record["full_blackout_ms"] = round((time.perf_counter() - self._freeze_at) * 1000, 3)
+            record["resumed"] = True
+            self._on_record(record)
+            self.bus.publish(
+                "update.resumed",
+                update_id=record["update_id"],
+                full_blackout_ms=record["full_blackout_ms"],
+            )
+
+    def ack(
+        self, conn: ClientConnection, update_id: int, phase: str, ok: bool, reason: str | None
+    ) -> None:
+        participant = conn.participant
+        if participant is None:
+            raise DaemonError(
+                "NotAParticipant", "register before acknowledging", errno=errno.EINVAL
+            )
+        barrier = self.barrier
+        if barrier is None or barrier.update_id != update_id or barrier.phase != phase:
+            raise DaemonError(
+                "NoSuchBarrier",
+                f"no {phase} of update {update_id} is waiting",
+                errno=errno.ENOENT,
+                obj=participant.name,
+            )
+        participant.state = f"{phase}d" if ok else f"refused {phase}"
+        barrier.answer(participant.name, ok, reason)
+
+    def disconnected(self, conn: ClientConnection) -> None:
+        participant = conn.participant
+        if participant is None or self.participants.get(participant.name) is not participant:
+            return
+        participant.conn = None
+        if self.barrier is not None:
+            self.barrier.lost(participant.name)
+        if participant.state not in ("resuming",):
+            del self.participants[participant.name]
+            self.bus.publish("participant.gone", name=participant.name)
+
+    def blocking(self) -> list[dict[str, Any]]:
+        if self.barrier is None:
+            return []
+        return [
+            {"name": n, "waiting_for": self.barrier.phase} for n in sorted(self.barrier.waiting)
+        ]
+
+    async def _barrier(self, update_id: int, phase: str, deadline: float) -> None:
+        active = [p for p in self.participants.values() if p.conn is not None]
+        if not active:
+            return
+        barrier = Barrier(update_id, phase, {p.name for p in active})
+        self.barrier = barrier
+        self._status(f"waiting for {len(active)} participant(s) to {phase}")
+        try:
+            for p in active:
+                p.state = f"{phase} requested"
+                assert p.conn is not None
+                p.conn.send_event_nowait(phase, update_id=update_id, phase=phase, deadline=deadline)
+            with trio.move_on_after(deadline):
+                await barrier.done.wait()
+        finally:
+            self.barrier = None
+        if barrier.failure is not None:
+            raise barrier.failure
+        if barrier.waiting:
+            names = ", ".join(sorted(barrier.waiting))
+            raise DaemonError(
+                "ParticipantTimeout",
+                f"participant(s) {names} did not acknowledge {phase} within {deadline:g} s",
+                errno=errno.ETIMEDOUT,
+                obj=names,
+            )
+
+    # -- the update -----------------------------------------------------------------------
+
+    def _cancel_quietly(self) -> None:
+        kernel = self.host.kernel
+        if kernel.luo is not None and kernel.luo.state in (LuoState.PREPARED, LuoState.FROZEN):
+            kernel.cancel()
+        for p in self.participants.values():
+            if p.conn is not None:
+                p.state = "ready"
+                p.conn.send_event_nowait("cancel", reason="update cancelled")
+
+    async def update(
+        self, target: str, *, timeout: float | None, force: bool, requester: object = None
+    ) -> dict[str, Any]:
+        """`requester` (the asking connection) survives the kexec to receive the result."""
+        if self.lock.locked():
+            raise DaemonError("UpdateInProgress", "another update is running", errno=errno.EBUSY)
+        async with self.lock:
+            self._requester = requester
+            return await self._update(target, timeout or DEFAULT_DEADLINE, force)
+
+    async def _update(self, target: str, deadline: float, force: bool) -> dict[str, Any]:
+        host = self.host
+        update_id = next(self._ids)
+        phases: dict[str, float] = {}
+        start_release = host.kernel.release
+        self.bus.publish("update.started", update_id=update_id, target=target)
+
+        def phase_done(name: str, started: float) -> None:
+            phases[name] = round((time.perf_counter() - started) * 1000, 3)
+            self.bus.publish("update.phase", update_id=update_id, phase=name, ms=phases[name])
+
+        t = time.perf_counter()
+        self._status(f"update {update_id}: load {target}")
+        image = host.image(target)
+        previous_loaded = host.kernel.loaded
+        host.kernel.load(image)
+        phase_done("load", t)
+        t = time.perf_counter()
+        report = host.check(image)
+        phase_done("check", t)
+        if not report["compatible"] and not force:
+            host.kernel.loaded = previous_loaded
+            raise self._incompatible(report)
+        try:
+            t = time.perf_counter()
+            self._status(f"update {update_id}: prepare")
+            host.prepare()
+            await self._barrier(update_id, "prepare", deadline)
+            phase_done("prepare", t)
+            t = freeze_at = time.perf_counter()
+            self._status(f"update {update_id}: freeze")
+            await self._barrier(update_id, "freeze", deadline)
+            host.kernel.freeze()
+            phase_done("freeze", t)
+        except BaseException as exc:
+            self._cancel_quietly()
+            self.bus.publish(
+                "update.cancelled", update_id=update_id, reason=str(getattr(exc, "message", exc))
+            )
+            raise
+        return await self._kexec(update_id, phases, start_release, freeze_at, image)
+
+    def _incompatible(self, report: dict[str, Any]) -> DaemonError:
+        first = report["problems"][0]
+        where = (
+            f" (session {first['session']!r}, token {first['token']:#x})"
+            if first.get("session")
+            else ""
+        )
+        return incompatible(
+            f"{report['target']} cannot read {first['format']}{where}: {first['reason']}",
+            report["target"],
+        )
+
+    async def kexec(
+        self, target: str | None, *, force: bool, requester: object = None
+    ) -> dict[str, Any]:
+        """The manual path: from FROZEN (after `prepare` and `freeze`)."""
+        if self.lock.locked():
+            raise DaemonError("UpdateInProgress", "another update is running", errno=errno.EBUSY)
+        async with self.lock:
+            self._requester = requester
+            kernel = self.host.kernel
+            luo = kernel.liveupdate()
+            if luo.state is not LuoState.FROZEN:
+                raise DaemonError(
+                    "NotFrozen",
+                    f"kexec needs state frozen, not {luo.state.value} (run prepare and freeze)",
+                    errno=errno.EINVAL,
+                )
+            image = self.host.image(target) if target else luo.target
+            assert image is not None
+            if image is not luo.target:
+                unreadable = sorted(c for c in luo.formats.values() if c not in image.reads)
+                if unreadable and not force:
+                    raise incompatible(
+                        f"{image.release} cannot read {', '.join(unreadable)} "
+                        "(prepared for another kernel; use --force to see what happens)",
+                        image.release,
+                    )
+                luo.target = image
+            update_id = next(self._ids)
+            return await self._kexec(update_id, {}, kernel.release, time.perf_counter(), image)
+
+    async def _kexec(
+        self,
+        update_id: int,
+        phases: dict[str, float],
+        start_release: str,
+        freeze_at: float,
+        image: KernelImage,
+    ) -> dict[str, Any]:
+        host = self.host
+        self._status(f"update {update_id}: kexec into {image.release}")
+        self.bus.publish("kexec", update_id=update_id, target=image.release)
+        resuming = {p.name: p.uid for p in self.participants.values()}
+        self._on_kexec(self._requester)  # userspace dies: participants, fd holders
+        await trio.lowlevel.checkpoint()
+        t = time.perf_counter()
+        new: Kernel = host.kernel.kexec()
+        phases["kexec"] = round((time.perf_counter() - t) * 1000, 3)
+        t = time.perf_counter()
+        host.adopt(new)
+        phases["restore"] = round((time.perf_counter() - t) * 1000, 3)
+        blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
+        for name, uid in resuming.items():
+            self.participants[name] = Participant(name, uid, [], None, state="resuming")
+        self._pending_resume = set(resuming)
+        self._freeze_at = freeze_at
+        record = {
+            "update_id": update_id,
+            "from": start_release,
+            "to": new.release,
+            "phases": phases,
+            "blackout_ms": blackout,
+            "full_blackout_ms": None if resuming else blackout,
+            "resumed": not resuming,
+            "boot": {"kind": new.boot_report.kind, "reason": new.boot_report.reason},
+            "state": new.state,
+            "finished_at": time.time(),
+        }
+        if host.device_error:
+            record["device_error"] = host.device_error
+        self.last_update = record
+        self._on_record(record)
+        self.bus.publish("update.done", **record)
+        self._status(f"running {new.release} ({new.state})")
+        return dict(record)
