@@ -1,0 +1,157 @@
+"""Request rate through the real socket, as a ratio against a bare trio echo server that
+uses the same u32 framing, both measured in the same run with the same load client; and
+the start-up cost of one `luoctl status` against `python -c pass`.
+
+The echo server parses frames and writes them back: no CBOR, no dispatch, no kernel model,
+the floor for any server on this stack. luod answers `session.list` (a cheap request; the
+caller has no sessions) with the full protocol: hello, CBOR decoding with its hardening,
+strict structuring, dispatch, reply. Not a test: prints a table.
+Run: `.venv/bin/python bench/ipc.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cbor2
+import trio
+
+BIN = Path(sys.executable).parent
+SECONDS = 3.0
+
+ECHO_SERVER = r"""
+import struct, sys, trio
+
+async def handle(stream):
+    buf = b""
+    async with stream:
+        while True:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            buf += data
+            out = b""
+            while len(buf) >= 4:
+                (n,) = struct.unpack(">I", buf[:4])
+                if len(buf) < 4 + n:
+                    break
+                out += buf[: 4 + n]
+                buf = buf[4 + n :]
+            if out:
+                await stream.send_all(out)
+
+async def main(path):
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen(128)
+    await trio.serve_listeners(handle, [trio.SocketListener(sock)])
+
+trio.run(main, sys.argv[1])
+"""
+
+
+def frame(item: object) -> bytes:
+    body = cbor2.dumps(item)
+    return struct.pack(">I", len(body)) + body
+
+
+HELLO = frame({"kind": "hello", "version": 1, "client": "bench"})
+
+
+async def read_frame(stream: trio.SocketStream, buf: bytearray) -> None:
+    while True:
+        if len(buf) >= 4:
+            (n,) = struct.unpack(">I", buf[:4])
+            if len(buf) >= 4 + n:
+                del buf[: 4 + n]
+                return
+        data = await stream.receive_some(65536)
+        if not data:
+            raise ConnectionError("server closed")
+        buf += data
+
+
+async def load(path: str, connections: int, seconds: float) -> float:
+    """Requests per second over `connections` concurrent connections."""
+    request = frame({"kind": "request", "id": 1, "method": "session.list", "params": {}, "nfds": 0})
+    done = 0
+    stop = trio.current_time() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        stream = await trio.open_unix_socket(path)
+        buf = bytearray()
+        async with stream:
+            await stream.send_all(HELLO)
+            await read_frame(stream, buf)
+            while trio.current_time() < stop:
+                await stream.send_all(request)
+                await read_frame(stream, buf)
+                done += 1
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(worker)
+    return done / (trio.current_time() - start)
+
+
+def wait_socket(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def median_run(cmd: list[str], runs: int = 20) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="luod-bench-"))
+    echo_path, luod_path = workdir / "echo.sock", workdir / "luod.sock"
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_path)])
+    luod = subprocess.Popen(
+        [str(BIN / "luod"), "--socket", str(luod_path), "--ram", "1G", "--log-level", "warning"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_socket(echo_path)
+        wait_socket(luod_path)
+        print(f"requests per second, {SECONDS:g} s each (same load client, same framing)\n")
+        print(f"{'connections':>11} {'bare echo':>10} {'luod':>10} {'ratio':>6}")
+        for n in (1, 50):
+            bare = trio.run(load, str(echo_path), n, SECONDS)
+            real = trio.run(load, str(luod_path), n, SECONDS)
+            print(f"{n:>11} {bare:>10.0f} {real:>10.0f} {real / bare:>6.2f}")
+        base = median_run([sys.executable, "-c", "pass"])
+        ctl = median_run([str(BIN / "luoctl"), "--socket", str(luod_path), "status"])
+        print("\none invocation, median of 20\n")
+        print(f"{'python -c pass':<22} {base * 1000:>7.1f} ms")
+        print(f"{'luoctl status':<22} {ctl * 1000:>7.1f} ms")
+        print(f"{'ratio':<22} {ctl / base:>7.2f}")
+    finally:
+        for proc in (echo, luod):
+            proc.terminate()
+            proc.wait(timeout=30)
+        for p in (echo_path, luod_path):
+            if p.exists():
+                p.unlink()
+        os.rmdir(workdir)
+
+
+if __name__ == "__main__":
+    main()
