@@ -53,7 +53,9 @@ class LuodProcess:
         cmd = [LUOCTL, "--socket", str(self.socket), *(["--json"] if json_out else []), *args]
         if user is not None:
             cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.workdir)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, cwd=self.workdir, check=False
+        )
         if check:
             assert result.returncode == 0, result.stderr or result.stdout
         return result

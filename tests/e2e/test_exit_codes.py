@@ -68,7 +68,10 @@ def test_unreachable_daemon_is_exit_69(workdir: Path) -> None:
 
     gone = workdir / "nobody-here.sock"
     result = subprocess.run(
-        [LUOCTL, "--socket", str(gone), "--json", "status"], capture_output=True, text=True
+        [LUOCTL, "--socket", str(gone), "--json", "status"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 69
     assert str(gone) in json.loads(result.stdout)["error"]["message"]
