@@ -1,8 +1,13 @@
 """luoctl: the bundled command-line client of luod (installs as the top-level `luoctl`).
 
-A thin, synchronous client: argparse and a blocking stdlib socket. It is started once per
-shell command, so start-up time matters: nothing here may import trio, numpy, structlog
-or cattrs (tests/unit/test_cli_scaffold.py checks the import graph).
+A thin, synchronous client: argparse and a blocking stdlib socket (`luod.ipc.client`). It
+is started once per shell command, so start-up time matters: importing it must not load
+trio, numpy, structlog or cattrs (tests/unit/test_cli_scaffold.py checks the import
+graph); cattrs arrives with the first message, through the protocol's converter.
+
+Layout: `main` (the run), `cli` + `argtypes` (the command line), `commands`, `memfd`,
+`events`, `progress` (what each command does), `link` + `sockets` (the connection),
+`failures` + `exitcodes` (errors and exit statuses), `output`, `human`, `table` (printing).
 """
 
 from __future__ import annotations

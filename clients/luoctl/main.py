@@ -1,33 +1,88 @@
-"""The `luoctl` entry point: global options and the command dispatch.
+"""The `luoctl` entry point: parse, run one command, print, and return the exit status.
 
-Every command of CLI.md ("luoctl (the client)") is future work: for now only `--help` and
-`--version` exist, and running without a command prints the help to stderr and exits 2
-(a usage error, as argparse reports them).
+Owns the run's frame and nothing inside it: `cli` parses, `commands` does the work,
+`human`/`output` print, `failures` turns any error into CLI.md's exit code and error
+document. Every path returns an int (argparse's SystemExit for --help/--version included),
+so tests call `main([...])` directly.
+
+Start-up cost matters (one process per shell command): this imports the blocking client
+(stdlib, cbor2, attrs) and never trio, numpy or structlog; cattrs loads with the first
+message.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from luod import __version__
+from luoctl.cli import build_parser
+from luoctl.commands import COMMANDS
+from luoctl.context import Context, Outcome
+from luoctl.exitcodes import ExitCode
+from luoctl.failures import UsageError, classify, interrupted
+from luoctl.human import render
+from luoctl.link import DaemonLink
+from luoctl.output import Output
 
-__all__ = ["build_parser", "main"]
+__all__ = ["main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `luoctl` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="luoctl",
-        description="Command-line client of luod, the emulated live-update daemon.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
+def _json_requested(argv: list[str]) -> bool:
+    # For usage errors, which happen before a namespace exists: --json anywhere before a
+    # `--` (it is accepted both before and after the command).
+    end = argv.index("--") if "--" in argv else len(argv)
+    return "--json" in argv[:end]
+
+
+def _print(out: Output, command: str, outcome: Outcome) -> None:
+    if outcome.silent:
+        return
+    if out.json:
+        out.document(outcome.document)
+    else:
+        out.lines(render(command, outcome.document))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the command; return the exit status."""
+    """Run `luoctl` with `argv` (default: `sys.argv[1:]`); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help(sys.stderr)
-    return 2
+    if not argv:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    out = Output(json=_json_requested(argv))
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        out.usage_error(exc)
+        return ExitCode.USAGE
+    except SystemExit as exc:  # --help, --version (argparse exits with status 0)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or ExitCode.OK
+        return ExitCode.USAGE
+    out = Output(json=args.json)
+    command: str = args.run
+    link = DaemonLink(args.socket, timeout=args.timeout)
+    try:
+        outcome = COMMANDS[command](Context(link, out), args)
+        _print(out, command, outcome)
+        return outcome.code
+    except BrokenPipeError:
+        # The reader of stdout went away (`luoctl events --follow | head`). For a stream
+        # that is how it ends, quietly; anything else was cut short: say so on stderr,
+        # the only channel left (even with --json).
+        out.silence_stdout()
+        if command == "events":
+            return ExitCode.OK
+        out.stderr_line(f"luoctl: stdout closed before {command} finished printing (EPIPE)")
+        return ExitCode.FAILED
+    except KeyboardInterrupt:
+        out.failure(interrupted(command))
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # a UsageError found at run time (no socket path) too
+        failure = classify(exc, command)
+        if failure is None:
+            raise
+        out.failure(failure)
+        return failure.code
+    finally:
+        link.close()

@@ -1,0 +1,46 @@
+"""Where the daemon's socket is: `--socket`, else the default rule of CLI.md.
+
+This is the client's copy of `luod.daemon.listener.default_socket_path`. The daemon package
+imports trio, which `luoctl` must not load (it would triple its start-up time), so the
+three-line rule lives twice; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Final
+
+from luoctl.failures import UsageError
+
+__all__ = ["ROOT_SOCKET", "default_socket_path", "resolve_socket"]
+
+ROOT_SOCKET: Final = "/run/luod/luod.sock"
+"""The system daemon's socket, the default for root."""
+
+
+def default_socket_path(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
+    """`$LUOD_SOCKET` (when non-empty), else `/run/luod/luod.sock` for root, else
+    `$XDG_RUNTIME_DIR/luod/luod.sock`. `environ` and `euid` default to this process's.
+
+    Raises:
+        UsageError: none applies (not root, and neither variable is set). It is a usage
+            error rather than "unreachable": retrying will not help, `--socket` will.
+    """
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    if environ.get("LUOD_SOCKET"):
+        return environ["LUOD_SOCKET"]
+    if euid == 0:
+        return ROOT_SOCKET
+    if environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(environ["XDG_RUNTIME_DIR"], "luod", "luod.sock")
+    raise UsageError(
+        "no socket path: pass --socket, or set LUOD_SOCKET or XDG_RUNTIME_DIR "
+        "(neither is set and luoctl is not running as root)"
+    )
+
+
+def resolve_socket(option: str | None) -> str:
+    """The socket to connect to: the `--socket` value when given, else the default."""
+    return option if option else default_socket_path()

@@ -1,0 +1,1 @@
+"""Tests of the luoctl client: parser, commands against a fake daemon, the console script."""
