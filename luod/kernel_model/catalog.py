@@ -13,9 +13,14 @@ LUO = "luo"
 
 FORMAT_LAYERS: dict[str, str] = {
     "kho-v1": KHO,
+    "kho-v2": KHO,
     "luo-v1": LUO,
     "memfd-v1": "memfd",
     "memfd-v2": "memfd",
+    "hugetlb-memfd-v1": "memfd-hugetlb",
+    "kvm_vm_luo_v1": "kvm-vm",
+    "guest_memfd_luo_v1": "guest_memfd",
+    "hugetlb-v1": "flb:hugetlb",
 }
 
 

@@ -32,8 +32,9 @@ from luod.kernel_model.errors import (
 )
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.base import File, FileTable
-from luod.kernel_model.files.memfd import MemfdFile
-from luod.kernel_model.handlers import default_handlers
+from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
+from luod.kernel_model.handlers import default_flbs, default_handlers
+from luod.kernel_model.hugetlb import HugetlbPools
 from luod.kernel_model.images import KernelImage, default_image
 from luod.kernel_model.kho.incoming import KhoIn, KhoRootRejected
 from luod.kernel_model.kho.outgoing import KhoOut
@@ -52,6 +53,7 @@ class BootConfig:
     scratch: ScratchConfig = attrs.field(factory=ScratchConfig)
     liveupdate: bool = True  # `liveupdate=on`
     limits: Limits = attrs.field(factory=Limits)
+    hugetlb: tuple[tuple[int, int], ...] = ()  # (page size, count): `hugepages=`
 
 
 @attrs.frozen
@@ -90,6 +92,7 @@ class Kernel:
         if kho_in is not None:
             mm.reserve(kho_in.preserved_extents)
         mm.leave_scratch_only()
+        self.hugetlb = HugetlbPools(mm, config.hugetlb)
         self._kho_out = KhoOut(machine.memory, mm, image.kho_write)
         self.luo: Luo | None = None
         if config.liveupdate:
@@ -106,8 +109,15 @@ class Kernel:
         self.luo = Luo(
             self, self.image, limits=self.config.limits, incoming=root, resolve_fd=self.files.get
         )
+        # A kernel has the handlers its image knows: one is built in when the image reads
+        # one of its formats (a 6.19 kernel has no hugetlb handler, so such a memfd gets
+        # ENOENT at preserve, as Linux without it does).
         for handler in default_handlers(self):
-            self.luo.register_handler(handler)
+            if set(handler.formats) & self.image.reads:
+                self.luo.register_handler(handler)
+        for file_type, flb in default_flbs(self):
+            if flb.compatible in self.image.reads and self.luo.handler_for_type(file_type):
+                self.luo.register_flb(file_type, flb)
 
     # -- services the handlers use ----------------------------------------------------------
 
@@ -152,12 +162,29 @@ class Kernel:
     # -- the emulated process's files --------------------------------------------------------
 
     def memfd_create(
-        self, name: str = "", *, folio_order: int = 0, allow_sealing: bool = True
+        self,
+        name: str = "",
+        *,
+        folio_order: int = 0,
+        allow_sealing: bool = True,
+        hugetlb: bool = False,
     ) -> int:
+        """memfd_create(2); `hugetlb` (MFD_HUGETLB) takes folios from the pool of that
+        order (9: 2 MiB, 18: 1 GiB)."""
         self.check_alive()
-        memfd = MemfdFile(
-            self.memory, self.mm, name=name, folio_order=folio_order, allow_sealing=allow_sealing
-        )
+        memfd: MemfdFile
+        if hugetlb:
+            memfd = HugetlbMemfdFile(
+                self.memory, self.hugetlb.pool(folio_order), name=name, folio_order=folio_order
+            )
+        else:
+            memfd = MemfdFile(
+                self.memory,
+                self.mm,
+                name=name,
+                folio_order=folio_order,
+                allow_sealing=allow_sealing,
+            )
         return self.files.install(memfd)
 
     def file(self, fd: int) -> File:

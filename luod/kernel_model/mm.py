@@ -14,6 +14,8 @@ anything a kernel could preserve. The same layout is handed over and reused on e
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 import numpy as np
 
@@ -23,6 +25,15 @@ from luod.kernel_model.extents import Extents, Int64Array
 
 MAX_ORDER = 18  # 1 GiB folios
 FIRMWARE_FRAMES = 256  # the first MiB: firmware's, never allocated
+
+
+class FolioSource(Protocol):
+    """What a file needs to get and give back folios: the frame allocator, or a hugetlb
+    pool that hands out only its own huge pages."""
+
+    def alloc_folio_runs(self, order: int, count: int) -> list[tuple[int, int]]: ...
+
+    def free_extents(self, ext: Extents) -> None: ...
 
 
 @attrs.frozen

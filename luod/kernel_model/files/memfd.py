@@ -54,7 +54,7 @@ from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.extents import Extents, Int64Array, sorted_unique
 from luod.kernel_model.files.base import File
-from luod.kernel_model.mm import MAX_ORDER, FrameAllocator
+from luod.kernel_model.mm import MAX_ORDER, FolioSource
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -168,7 +168,7 @@ class MemfdFile(File):
     def __init__(
         self,
         memory: PhysicalMemory,
-        mm: FrameAllocator,
+        mm: FolioSource,
         *,
         name: str = "",
         folio_order: int = 0,
@@ -677,7 +677,7 @@ class HugetlbMemfdFile(MemfdFile):
     def __init__(
         self,
         memory: PhysicalMemory,
-        mm: FrameAllocator,
+        mm: FolioSource,
         *,
         name: str = "",
         folio_order: int = 9,

@@ -3,9 +3,26 @@ and reads. `default_handlers` is what a booting kernel registers."""
 
 from __future__ import annotations
 
+from luod.kernel_model.handlers.devices_mem import (
+    GuestMemfdHandler,
+    HugetlbFlb,
+    HugetlbMemfdHandler,
+    KvmVmHandler,
+)
 from luod.kernel_model.handlers.memfd import MemfdHandler
-from luod.kernel_model.luo.handler import FileHandler, KernelServices
+from luod.kernel_model.luo.handler import FileHandler, Flb, KernelServices
 
 
 def default_handlers(kernel: KernelServices) -> list[FileHandler]:
-    return [MemfdHandler(kernel)]
+    """In registration order: the first whose can_preserve accepts a file wins."""
+    return [
+        MemfdHandler(kernel),
+        HugetlbMemfdHandler(kernel),
+        KvmVmHandler(kernel),
+        GuestMemfdHandler(kernel),
+    ]
+
+
+def default_flbs(kernel: KernelServices) -> list[tuple[str, Flb]]:
+    """(file type, FLB) links registered after the handlers."""
+    return [("memfd-hugetlb", HugetlbFlb(kernel))]

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import errno
 import struct
+from typing import ClassVar
 
 import attrs
 import numpy as np
 
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
 from luod.kernel_model.errors import KernelError
+from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.base import File
 from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.luo.handler import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.mm import FolioSource
 
 V1 = "memfd-v1"
 V2 = "memfd-v2"
@@ -60,6 +63,7 @@ class _Record:
     pfns: np.ndarray
     dirty: np.ndarray
     pages: tuple[tuple[int, int], ...]  # record pages (pfn, n), restored, to free
+    extra: dict[str, int]  # every header field, for subclasses
 
 
 def _merge_runs(pfns: np.ndarray, counts: np.ndarray, order: int) -> list[tuple[int, int]]:
@@ -75,7 +79,7 @@ def _merge_runs(pfns: np.ndarray, counts: np.ndarray, order: int) -> list[tuple[
 
 class MemfdHandler(FileHandler):
     file_type = "memfd"
-    formats = (V2, V1)
+    formats: ClassVar[tuple[str, ...]] = (V2, V1)
 
     def can_preserve(self, file: File) -> bool:
         return type(file) is MemfdFile
@@ -118,22 +122,7 @@ class MemfdHandler(FileHandler):
             state.folio_pfn = kho.alloc_preserved(state.folio_pages)
             memory.write(state.folio_pfn, entries.data.cast("B"))
         folios_phys = (state.folio_pfn or 0) << PAGE_SHIFT
-        if compatible == V1:
-            header = HEADER_V1.pack(
-                memfd.pos, memfd.size, indices.size, folios_phys, state.folio_pages, 0, state.order
-            )
-        else:
-            header = HEADER_V2.pack(
-                memfd.pos,
-                memfd.size,
-                memfd.seals.value,
-                FLAG_ALLOW_SEALING if memfd.allow_sealing else 0,
-                indices.size,
-                folios_phys,
-                state.folio_pages,
-                0,
-                state.order,
-            )
+        header = self.pack_header(f, compatible, indices.size, folios_phys, state)
         try:
             state.header_pfn = kho.alloc_preserved(1)
         except BaseException:
@@ -141,6 +130,61 @@ class MemfdHandler(FileHandler):
             raise
         memory.write(state.header_pfn, header)
         return state.header_pfn << PAGE_SHIFT
+
+    def pack_header(
+        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved
+    ) -> bytes:
+        memfd = f.file
+        assert isinstance(memfd, MemfdFile)
+        if compatible == V1:
+            return HEADER_V1.pack(
+                memfd.pos, memfd.size, nr, folios_phys, state.folio_pages, 0, state.order
+            )
+        return HEADER_V2.pack(
+            memfd.pos,
+            memfd.size,
+            memfd.seals.value,
+            FLAG_ALLOW_SEALING if memfd.allow_sealing else 0,
+            nr,
+            folios_phys,
+            state.folio_pages,
+            0,
+            state.order,
+        )
+
+    def parse_header(self, compatible: str, raw: bytes) -> dict[str, int]:
+        """pos, size, seals, flags, nr, folios_phys, folio_pages, order (+ extra fields)."""
+        if compatible == V2:
+            pos, size, seals, flags, n, fphys, fpages, _, order = HEADER_V2.unpack_from(raw)
+        else:
+            pos, size, n, fphys, fpages, _, order = HEADER_V1.unpack_from(raw)
+            seals = flags = 0
+        return {
+            "pos": pos,
+            "size": size,
+            "seals": seals,
+            "flags": flags,
+            "nr": n,
+            "folios_phys": fphys,
+            "folio_pages": fpages,
+            "order": order,
+        }
+
+    def folio_source(self, record: _Record) -> FolioSource:
+        """Where the retrieved file's folios come from and go back to."""
+        return self.kernel.mm
+
+    def new_file(self, f: IncomingFile, record: _Record) -> MemfdFile:
+        memfd = MemfdFile(
+            self.kernel.memory,
+            self.folio_source(record),
+            folio_order=record.order,
+            allow_sealing=f.compatible == V1 or bool(record.flags & FLAG_ALLOW_SEALING),
+        )
+        memfd.pos = record.pos
+        if f.compatible == V2:
+            memfd.seals = Seal(record.seals)
+        return memfd
 
     def cancel(self, f: OutgoingFile) -> None:
         state: _Preserved = f.private
@@ -178,14 +222,8 @@ class MemfdHandler(FileHandler):
         try:
             kho_in.restore_pages(f.data >> PAGE_SHIFT, 1)
             pages.append((f.data >> PAGE_SHIFT, 1))
-            raw = memory.read_at(f.data, HEADER_V2.size)
-            if f.compatible == V1:
-                pos, size, n, folios_phys, fpages, _, order = HEADER_V1.unpack_from(raw)
-                seals = flags = 0
-            else:
-                pos, size, seals, flags, n, folios_phys, fpages, _, order = HEADER_V2.unpack_from(
-                    raw
-                )
+            header = self.parse_header(f.compatible, memory.read_at(f.data, 128))
+            n, folios_phys, fpages = header["nr"], header["folios_phys"], header["folio_pages"]
             if n * ENTRY_BYTES > fpages * PAGE_SIZE or (n and folios_phys % PAGE_SIZE):
                 raise self._corrupt(f, "folio array size or address is inconsistent")
             if n:
@@ -202,11 +240,12 @@ class MemfdHandler(FileHandler):
                 self.kernel.mm.free_extent(pfn, count)
             raise
         record = _Record(
-            pos=pos,
-            size=size,
-            seals=seals,
-            flags=flags,
-            order=order,
+            pos=header["pos"],
+            size=header["size"],
+            seals=header["seals"],
+            flags=header["flags"],
+            order=header["order"],
+            extra=header,
             indices=entries[:, 1].view(np.int64),
             pfns=(entries[:, 0] & np.uint64((1 << PFN_BITS) - 1)).view(np.int64),
             dirty=((entries[:, 0] >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(bool),
@@ -224,17 +263,9 @@ class MemfdHandler(FileHandler):
         kho_in = self.kernel.kho_in
         assert kho_in is not None
         kho_in.restore_folios(record.pfns, record.order)
-        memfd = MemfdFile(
-            self.kernel.memory,
-            self.kernel.mm,
-            folio_order=record.order,
-            allow_sealing=f.compatible == V1 or bool(record.flags & FLAG_ALLOW_SEALING),
-        )
+        memfd = self.new_file(f, record)
         memfd.adopt(record.indices, record.pfns, record.dirty)
         memfd.size = record.size
-        memfd.pos = record.pos
-        if f.compatible == V2:
-            memfd.seals = Seal(record.seals)
         self._free_record_pages(record)
         f.private = None
         return memfd
@@ -249,6 +280,8 @@ class MemfdHandler(FileHandler):
             kho_in.restore_folios(record.pfns, record.order)
         except KernelError:
             return  # nothing usable to discard: the frames stay reserved until the next boot
-        self.kernel.mm.free_folios(record.pfns, record.order)
+        self.folio_source(record).free_extents(
+            Extents.from_blocks(np.sort(record.pfns) >> record.order, record.order)
+        )
         self._free_record_pages(record)
         f.private = None

@@ -31,6 +31,7 @@ from luod.kernel_model.errors import (
     NoHandler,
     NoIncomingData,
     NoSuchSession,
+    NoSuchToken,
     SessionAlreadyRetrieved,
     SessionExists,
     SessionFull,
@@ -181,6 +182,9 @@ class Luo:
         memory, kho_in = self.kernel.memory, self.kernel.kho_in
         try:
             sessions, flbs, pages = serialize.read_tables(memory, kho_in, root)
+            for flb in flbs:
+                if flb.compatible not in self.image.reads:
+                    raise serialize.LuoTablesCorrupt(f"no FLB reads format {flb.compatible!r}")
             for record in sessions:
                 for f in record.files:
                     if self._handler_for_format(f.compatible) is None:
@@ -312,6 +316,29 @@ class Luo:
             state.flb.unpreserve(state.data, state.obj)
             del self._out_flbs[compatible]
 
+    # -- the in-kernel API dependent handlers use (kernel.md §2.1) --------------------------
+
+    def outgoing_token(self, session: OutgoingSession, file: File) -> int:
+        """`liveupdate_get_token_outgoing`: the token of `file` in `session`, or ENOENT
+        when it is not preserved there (a dependency must come first, in the same session)."""
+        for f in session.files:
+            if f.file is file:
+                return f.token
+        raise NoSuchToken(
+            f"{file.describe()} is not preserved in session {session.name!r}",
+            obj=session.name,
+        )
+
+    def incoming_file(self, session: IncomingSession, token: int) -> File:
+        """`liveupdate_get_file_incoming`: a dependency's retrieved file (retrieving it)."""
+        return self.retrieve_file(session, token)
+
+    def outgoing_flb(self, compatible: str) -> object:
+        state = self._out_flbs.get(compatible)
+        if state is None:
+            raise NoIncomingData(f"FLB {compatible!r} is not preserved", errno=errno.ENOENT)
+        return state.obj
+
     def outgoing_flbs(self) -> dict[str, int]:
         """FLB name -> number of dependent files (for inspection and tests)."""
         return {c: s.count for c, s in self._out_flbs.items()}
@@ -334,6 +361,8 @@ class Luo:
         }
         for f in self._files():
             layers[f.handler.layer] = list(f.handler.formats)
+        for compatible in self._out_flbs:
+            layers[catalog.FORMAT_LAYERS.get(compatible, f"flb:{compatible}")] = [compatible]
         return layers
 
     def prepare(self, target: KernelImage) -> None:

@@ -25,8 +25,10 @@ from luod.kernel_model.errors import KernelError
 if TYPE_CHECKING:
     from luod.hw.memory import PhysicalMemory
     from luod.kernel_model.files.base import File
+    from luod.kernel_model.hugetlb import HugetlbPools
     from luod.kernel_model.kho.incoming import KhoIn
     from luod.kernel_model.kho.outgoing import KhoOut
+    from luod.kernel_model.luo.core import Luo
     from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
     from luod.kernel_model.mm import FrameAllocator
 
@@ -47,6 +49,12 @@ class KernelServices(Protocol):
 
     @property
     def kho_in(self) -> KhoIn | None: ...
+
+    @property
+    def luo(self) -> Luo | None: ...
+
+    @property
+    def hugetlb(self) -> HugetlbPools: ...
 
 
 @attrs.define(eq=False)

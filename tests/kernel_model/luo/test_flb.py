@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
+from luod.kernel_model import catalog
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
 from luod.kernel_model.kernel import Kernel
@@ -59,9 +61,19 @@ class WidgetHandler(FileHandler):
 
 
 @pytest.fixture
-def widget_kernel(kernel: Kernel) -> Kernel:
+def widget_kernel(kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> Kernel:
+    """A kernel whose image reads and writes the test FLB's format, as a real FLB's would."""
     LOG.clear()
+    monkeypatch.setitem(catalog.FORMAT_LAYERS, SampleFlb.compatible, "flb:test")
+    image = kernel.image
+    name, current = image.profiles[0]
+    kernel.image = attrs.evolve(
+        image,
+        reads=image.reads | {SampleFlb.compatible},
+        profiles=((name, (*current, SampleFlb.compatible)), *image.profiles[1:]),
+    )
     luo = kernel.liveupdate()
+    luo.image = kernel.image
     luo.unregister_handler("memfd")
     luo.register_handler(WidgetHandler(kernel))
     luo.register_flb("widget", SampleFlb(kernel))
@@ -92,10 +104,11 @@ def test_flb_across_kexec(widget_kernel: Kernel, monkeypatch: pytest.MonkeyPatch
     LOG.clear()
 
     def with_widgets(k: Any) -> list[FileHandler]:
-        return [WidgetHandler(k)]
+        return [WidgetHandler(k)]  # reads memfd-v1, so the next kernel builds it in
 
     monkeypatch.setattr(handlers, "default_handlers", with_widgets)
     monkeypatch.setattr("luod.kernel_model.kernel.default_handlers", with_widgets)
+    monkeypatch.setattr("luod.kernel_model.kernel.default_flbs", lambda k: [])
     kernel.prepare()
     kernel.freeze()
     nxt = kernel.kexec()
