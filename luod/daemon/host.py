@@ -16,13 +16,14 @@ import fcntl
 import json
 import os
 import stat
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
 from luod.daemon.errors import DaemonError, not_owner
+from luod.daemon.objects import ObjectTable, copy_fd_into
 from luod.hw.machine import Machine
+from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import KernelImage, bundled_images, resolve
@@ -64,30 +65,13 @@ def _is_memfd(fd: int) -> bool:
         return False
 
 
-def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """Byte ranges of `fd` holding data (all of it where SEEK_DATA is unsupported)."""
-    offset = 0
-    while offset < size:
-        try:
-            lo = os.lseek(fd, offset, os.SEEK_DATA)
-            hi = min(os.lseek(fd, lo, os.SEEK_HOLE), size)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                return
-            yield offset, size
-            return
-        if lo >= size:
-            return
-        yield lo, hi
-        offset = hi
-
-
 class Host:
     def __init__(self, *, ram: int, image: KernelImage, config: BootConfig) -> None:
         self.machine = Machine.create(ram)
         self.config = config
         self.kernel = Kernel.cold_boot(self.machine, image, config)
         self.owners: dict[tuple[str, str], int] = {}
+        self.objects = ObjectTable()
         self.device_error: str | None = None
         self._start_userspace()
 
@@ -143,6 +127,7 @@ class Host:
         fd and file of the old userspace is gone with it."""
         self.kernel = kernel
         self.owners = {}
+        self.objects.clear()
         self._start_userspace()
 
     def boot_cold(self, image: KernelImage | None) -> Kernel:
@@ -284,15 +269,11 @@ class Host:
             # Content seals travel with the copy. SEAL itself does not: Linux reports it
             # for every memfd made without MFD_ALLOW_SEALING; ask for it with --seal.
             source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
-        length = st.st_size if size is None else size
-        memfd = MemfdFile(self.kernel.memory, self.kernel.mm, name=name or session_name)
+        memfd = self.kernel.new_memfd(name or session_name)
         try:
-            memfd.truncate(length)
-            for lo, hi in _data_extents(source, min(st.st_size, length)):
-                for at in range(lo, hi, COPY_CHUNK):
-                    chunk = os.pread(source, min(COPY_CHUNK, hi - at), at)
-                    if chunk.strip(b"\0"):
-                        memfd.write(at, chunk)
+            copy_fd_into(memfd, source, size)
+            if size is not None:
+                memfd.truncate(size)
             if source_seals | extra:
                 memfd.add_seals(source_seals | extra)
             self.luo.preserve(session, token, memfd)
@@ -346,6 +327,58 @@ class Host:
 
     def file_unpreserve(self, caller: Caller, session_name: str, token: int) -> None:
         self.luo.unpreserve(self.outgoing(caller, session_name), token)
+        for obj in self.objects.of(caller.uid):
+            if obj.preserved == (session_name, token):
+                obj.preserved = None
+
+    # -- objects ---------------------------------------------------------------------------
+
+    def object_create(
+        self, caller: Caller, spec: ObjectSpec, data_fd: int | None
+    ) -> dict[str, Any]:
+        obj = self.objects.create(self.kernel, caller.uid, spec, data_fd, copy_fd_into)
+        return obj.as_json()
+
+    def object_preserve(
+        self, caller: Caller, session_name: str, token: int, name: str
+    ) -> dict[str, Any]:
+        session = self.outgoing(caller, session_name)
+        self.objects.check_order(caller.uid, name, session_name)
+        obj = self.objects.get(caller.uid, name)
+        self.luo.preserve(session, token, obj.file)
+        obj.preserved = (session_name, token)
+        return {"session": session_name, "token": token, "type": obj.type, "name": name}
+
+    def object_close(self, caller: Caller, name: str) -> None:
+        self.objects.close(self.kernel, caller.uid, name)
+
+    def apply(self, caller: Caller, plan: Plan) -> dict[str, Any]:
+        """Create, then preserve in the plan's order; on any failure release it all."""
+        ordered = ObjectTable.validate_plan(plan)
+        created: list[str] = []
+        new_sessions: list[str] = []
+        preserved: list[tuple[str, int]] = []
+        try:
+            for spec in ordered:
+                self.objects.create(self.kernel, caller.uid, spec, None, copy_fd_into)
+                created.append(spec.name)
+            for session in plan.session:
+                if session.name not in self.luo.outgoing:
+                    self.session_create(caller, session.name)
+                    new_sessions.append(session.name)
+                for spec in session.object:
+                    assert spec.token is not None
+                    self.object_preserve(caller, session.name, spec.token, spec.name)
+                    preserved.append((session.name, spec.token))
+        except BaseException:
+            for session_name, token in reversed(preserved):
+                self.file_unpreserve(caller, session_name, token)
+            for session_name in reversed(new_sessions):
+                self.session_close(caller, session_name)
+            for name in reversed(created):
+                self.objects.close(self.kernel, caller.uid, name)
+            raise
+        return {"sessions": [self.session_object(self.luo.outgoing[s.name]) for s in plan.session]}
 
     def file_retrieve(self, caller: Caller, session_name: str, token: int) -> dict[str, Any]:
         session = self.incoming(caller, session_name)

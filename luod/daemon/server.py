@@ -43,6 +43,8 @@ from luod.kernel_model.errors import KernelError
 log = structlog.get_logger("luod.server")
 
 MAX_IN_FLIGHT = 64
+# Methods that wait (barriers, deadlines) run as tasks; every other one runs inline.
+WAITING_METHODS = frozenset({"update", "kexec"})
 DRAIN_SECONDS = 2.0
 SEND_QUEUE = 256
 SERVER_NAME = f"luod {__version__}"
@@ -133,6 +135,7 @@ class ClientConnection:
                         close_fds(message.fds)
 
     async def _reader(self, nursery: trio.Nursery) -> None:
+        unyielded = 0
         while True:
             try:
                 message = await self.stream.receive()
@@ -147,8 +150,23 @@ class ClientConnection:
                 return
             if not isinstance(message, Request):
                 continue
-            await self._slots.acquire()
-            nursery.start_soon(self._handle, message)
+            try:
+                self._slots.acquire_nowait()
+            except trio.WouldBlock:
+                await self._slots.acquire()
+            if message.method in WAITING_METHODS:
+                nursery.start_soon(self._handle, message)
+            else:
+                # Most methods run the synchronous model and never wait: answering them
+                # here saves a task per request, and keeps replies in request order.
+                await self._handle(message)
+                # `receive` returns buffered frames without a checkpoint, and inline
+                # requests rarely wait: yield now and then so that a client pipelining a
+                # burst of requests cannot hold the scheduler.
+                unyielded += 1
+                if unyielded >= 16:
+                    unyielded = 0
+                    await trio.lowlevel.checkpoint()
 
     async def _handle(self, request: Request) -> None:
         try:
@@ -165,7 +183,10 @@ class ClientConnection:
                 log.exception("request_failed", conn=self.id, method=request.method)
                 reply = _error(request.id, exc)
             try:
-                await self._send.send(reply)
+                try:
+                    self._send.send_nowait(reply)
+                except trio.WouldBlock:  # the client is not reading: wait for room
+                    await self._send.send(reply)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 if isinstance(reply, Reply):
                     close_fds(reply.fds)
@@ -519,6 +540,41 @@ async def _participant_resumed(c: ClientConnection, p: m.ParticipantResumed, r: 
 async def _participant_ack(c: ClientConnection, p: m.ParticipantAck, r: Request) -> Result:
     c.daemon.orchestrator.ack(c, p.update_id, p.phase, p.ok, p.reason)
     return {}, []
+
+
+@handles("object.create")
+async def _object_create(c: ClientConnection, p: m.ObjectCreate, r: Request) -> Result:
+    if len(r.fds) > 1:
+        raise DaemonError("MissingFds", "object.create takes at most one fd", errno=errno.EBADF)
+    c.holds_files = True
+    return c.daemon.host.object_create(c.caller, p.object, r.fds[0] if r.fds else None), []
+
+
+@handles("object.preserve")
+async def _object_preserve(c: ClientConnection, p: m.ObjectPreserve, r: Request) -> Result:
+    result = c.daemon.host.object_preserve(c.caller, p.session, p.token, p.name)
+    c.daemon.bus.publish("file.preserved", **result)
+    return result, []
+
+
+@handles("object.list")
+async def _object_list(c: ClientConnection, p: m.ObjectList, r: Request) -> Result:
+    objects = c.daemon.host.objects.of(c.caller.uid)
+    return {"objects": [o.as_json() for o in objects]}, []
+
+
+@handles("object.close")
+async def _object_close(c: ClientConnection, p: m.ObjectClose, r: Request) -> Result:
+    c.daemon.host.object_close(c.caller, p.name)
+    return {}, []
+
+
+@handles("apply")
+async def _apply(c: ClientConnection, p: m.Apply, r: Request) -> Result:
+    c.holds_files = True
+    result = c.daemon.host.apply(c.caller, p.plan)
+    c.daemon.bus.publish("plan.applied", sessions=[s["name"] for s in result["sessions"]])
+    return result, []
 
 
 async def serve(

@@ -76,14 +76,20 @@ from typing import Final, Literal
 
 import attrs
 
-from luod.ipc.convert import structure_message, unstructure_message
+from luod.ipc.convert import structure_message, unstructure_message, wire_message
 from luod.ipc.errors import (
     ErrorInfo,
     LocalProtocolError,
     ProtocolErrorName,
     RemoteProtocolError,
 )
-from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, decode_item, encode_frame
+from luod.ipc.framing import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    decode_item,
+    encode_conforming_frame,
+    encode_frame,
+)
 from luod.ipc.messages import (
     MAX_FDS_PER_MESSAGE,
     SUPPORTED_VERSIONS,
@@ -401,7 +407,11 @@ class Connection:
                 f"{_kind(message)} {message.id} declares {message.nfds} file descriptor(s) "
                 f"but carries {len(message.fds)}",
             )
-        data = encode_frame(unstructure_message(message), max_frame=self.max_frame)
+        wire = wire_message(message)  # the common case: already in the data model
+        if wire is not None:
+            data = encode_conforming_frame(wire, max_frame=self.max_frame)
+        else:
+            data = encode_frame(unstructure_message(message), max_frame=self.max_frame)
         try:
             self._send_transition(message)
         except LocalProtocolError as exc:

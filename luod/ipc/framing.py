@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from typing import Final, NoReturn
 
 import cbor2
@@ -44,7 +45,9 @@ __all__ = [
     "MAX_DEPTH",
     "FrameDecoder",
     "check_data_model",
+    "conforms",
     "decode_item",
+    "encode_conforming_frame",
     "encode_frame",
 ]
 
@@ -93,6 +96,37 @@ def _bad_cbor(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(ProtocolErrorName.BAD_CBOR, message)
 
 
+_NO_INPUT: Final = io.BytesIO()
+
+
+def _new_decoder() -> cbor2.CBORDecoder:
+    return cbor2.CBORDecoder(
+        _NO_INPUT,
+        tag_hook=_refuse_unknown_tag,
+        semantic_decoders=_SEMANTIC_DECODERS,
+        max_depth=MAX_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        str_errors="strict",
+    )
+
+
+_thread_state = threading.local()
+
+
+def _decoder() -> cbor2.CBORDecoder:
+    """This thread's hardened decoder, built once: building one costs more than decoding a
+    small frame. Reusing it is safe because nothing it decodes leaves state behind: every
+    tag is refused (so no shared values or string references), and the depth count starts
+    afresh with each `decode()` (tests/protocol/test_framing.py checks both after errors).
+    One per thread, because a decoder is not reentrant."""
+    try:
+        decoder: cbor2.CBORDecoder = _thread_state.decoder
+    except AttributeError:
+        decoder = _thread_state.decoder = _new_decoder()
+    return decoder
+
+
 def decode_item(frame: bytes) -> object:
     """Decode one frame body into a value of the protocol's data model.
 
@@ -101,15 +135,8 @@ def decode_item(frame: bytes) -> object:
             of the data model (see the module docstring).
     """
     fp = io.BytesIO(frame)
-    decoder = cbor2.CBORDecoder(
-        fp,
-        tag_hook=_refuse_unknown_tag,
-        semantic_decoders=_SEMANTIC_DECODERS,
-        max_depth=MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-        str_errors="strict",
-    )
+    decoder = _decoder()
+    decoder.fp = fp
     try:
         item = decoder.decode()
     except cbor2.CBORDecodeEOF:
@@ -121,6 +148,8 @@ def decode_item(frame: bytes) -> object:
         raise _bad_cbor(f"malformed CBOR: {exc}") from None
     except RecursionError:  # belt and braces: max_depth should stop this first
         raise _bad_cbor("CBOR item nested too deeply") from None
+    finally:
+        decoder.fp = _NO_INPUT  # do not keep the frame alive
     # cbor2 reads ahead from a seekable file and seeks back, so tell() is exact.
     consumed = fp.tell()
     if consumed != len(frame):
@@ -131,13 +160,71 @@ def decode_item(frame: bytes) -> object:
     return item
 
 
+_LEAF_TYPES: Final = frozenset({type(None), bool, str, bytes, float})
+
+
+def _conforms(value: object, depth: int, max_depth: int) -> bool:
+    """The fast check behind `check_data_model`: no paths, no messages, just yes or no.
+
+    Leaves inside containers are checked inline: a call per value would cost more than
+    the check itself.
+    """
+    kind = type(value)
+    if kind in _LEAF_TYPES:
+        return True
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+    if depth >= max_depth:
+        return False
+    depth += 1
+    if kind is dict:
+        for key, v in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return False
+            vkind = type(v)
+            if vkind in _LEAF_TYPES:
+                continue
+            if vkind is int:
+                if not _INT_MIN <= v <= _INT_MAX:
+                    return False
+            elif not _conforms(v, depth, max_depth):
+                return False
+        return True
+    if kind is list:
+        for v in value:  # type: ignore[attr-defined]
+            vkind = type(v)
+            if vkind in _LEAF_TYPES:
+                continue
+            if vkind is int:
+                if not _INT_MIN <= v <= _INT_MAX:
+                    return False
+            elif not _conforms(v, depth, max_depth):
+                return False
+        return True
+    return False
+
+
+def conforms(item: object, *, max_depth: int = MAX_DEPTH) -> bool:
+    """True if `item` belongs to the protocol's data model (`check_data_model` is None)."""
+    return _conforms(item, 0, max_depth)
+
+
 def check_data_model(item: object, *, max_depth: int = MAX_DEPTH) -> str | None:
     """Check that `item` belongs to the protocol's data model.
 
     Returns None if it does, else a sentence saying what is wrong and where (`$.a[2]`).
     Types are checked exactly (`type(x) is int`): a subclass such as an IntEnum member is
     not part of the data model and must be unstructured first.
+
+    This runs on every message both ways, so the common case (it conforms) takes a fast
+    walk that builds no path strings; only a failure is walked again to say where.
     """
+    if _conforms(item, 0, max_depth):
+        return None
+    return _explain(item, max_depth)
+
+
+def _explain(item: object, max_depth: int) -> str | None:
     # Iterative walk with an explicit stack: (value, path, depth of the enclosing container).
     stack: list[tuple[object, str, int]] = [(item, "$", 0)]
     while stack:
@@ -181,13 +268,24 @@ def encode_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     problem = check_data_model(item)
     if problem is not None:
         raise LocalProtocolError(ProtocolErrorName.BAD_MESSAGE, f"cannot send: {problem}")
+    return encode_conforming_frame(item, max_frame=max_frame)
+
+
+def encode_conforming_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """`encode_frame` for an item already known to conform (`conforms(item)` is True):
+    the data-model check is not repeated.
+
+    Raises:
+        LocalProtocolError: `luod.FrameTooLarge` if the encoded item exceeds `max_frame`.
+    """
     body = cbor2.dumps(item)
-    if len(body) > max_frame:
+    size = len(body)
+    if size > max_frame:
         raise LocalProtocolError(
             ProtocolErrorName.FRAME_TOO_LARGE,
-            f"cannot send a {len(body)}-byte frame: the cap is {max_frame} bytes",
+            f"cannot send a {size}-byte frame: the cap is {max_frame} bytes",
         )
-    return _HEADER.pack(len(body)) + body
+    return size.to_bytes(HEADER_SIZE, "big") + body
 
 
 class FrameDecoder:

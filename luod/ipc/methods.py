@@ -255,3 +255,135 @@ class ParticipantAck:
     phase: Literal["prepare", "freeze"]
     ok: bool = True
     reason: str | None = None
+
+
+# -- objects: emulated files held by luod for their owner, created before preservation ------
+
+ObjectType = Literal["memfd", "iommufd", "vfio-pci", "kvm-vm", "guest_memfd"]
+
+
+@attrs.frozen
+class IommuMap:
+    """One memfd mapped into an iommufd's IOAS: at `iova` (default: after the previous)."""
+
+    memfd: str
+    iova: int | None = None
+
+
+@attrs.frozen
+class ObjectSpec:
+    """One object of a plan or of `object.create`. Which fields apply depends on `type`:
+    memfd: size, page_size (4096, 2M or 1G: 2M and 1G take huge pages from the hugetlb
+    pools); iommufd: maps; vfio-pci: iommufd, bdf, irq; kvm-vm: vm_type; guest_memfd: vm,
+    size. `token` is used by `apply` only."""
+
+    name: str
+    type: ObjectType
+    token: int | None = None
+    size: int | None = None
+    page_size: int = 4096
+    maps: list[IommuMap] = attrs.field(factory=list)
+    iommufd: str | None = None
+    bdf: str | None = None
+    irq: bool = False
+    vm: str | None = None
+    vm_type: int = 0
+
+
+@METHODS.method("object.create")
+@attrs.frozen
+class ObjectCreate:
+    """fds in: 0 or 1 (for memfd and guest_memfd: initial bytes, copied). Creates an
+    emulated object owned by the caller, not yet preserved. Result: an object summary."""
+
+    object: ObjectSpec
+
+
+@METHODS.method("object.preserve")
+@attrs.frozen
+class ObjectPreserve:
+    """Preserve a created object in an outgoing session. The daemon first checks that
+    everything it depends on is already preserved in the same session (dependency order),
+    naming the missing dependency and the order expected. Result: {session, token, type}."""
+
+    session: str
+    token: int
+    name: str
+
+
+@METHODS.method("object.list")
+@attrs.frozen
+class ObjectList:
+    """Result: {objects: [{name, type, preserved: {session, token} | null, depends_on}]}."""
+
+
+@METHODS.method("object.close")
+@attrs.frozen
+class ObjectClose:
+    """Drop the caller's handle on an object (preserved ones live on in their session)."""
+
+    name: str
+
+
+@attrs.frozen
+class PlanSession:
+    name: str
+    object: list[ObjectSpec] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Plan:
+    session: list[PlanSession] = attrs.field(factory=list)
+
+
+@METHODS.method("apply")
+@attrs.frozen
+class Apply:
+    """Create every object of the plan (references resolved by name, any order), then
+    preserve them in the listed order, the daemon validating that order. The first
+    violation stops the plan; everything it created or preserved is released again.
+    Result: {sessions: [session objects]}."""
+
+    plan: Plan
+
+
+@METHODS.method("file.reclaim")
+@attrs.frozen
+class FileReclaim:
+    """Incoming iommufd: re-create its IOAS mappings from the retrieved memfds and have the
+    kernel verify them against the preserved page tables and adopt them. Result: {token,
+    reclaimed: true}."""
+
+    session: str
+    token: int
+
+
+@METHODS.method("device.set")
+@attrs.frozen
+class DeviceSet:
+    """A PCI device's state: interrupts on or off, power state. Result: the device."""
+
+    bdf: str
+    irq: bool | None = None
+    power: Literal["D0", "D3hot"] | None = None
+
+
+@METHODS.method("device.dma")
+@attrs.frozen
+class DeviceDma:
+    """Start (or stop, with length 0) a device's DMA engine writing a verifiable pattern
+    into [iova, iova + length) through the IOMMU. Result: the device."""
+
+    bdf: str
+    iova: int = 0
+    length: int = 0
+    seed: int = 0
+    rate: int = 1_000_000
+
+
+@METHODS.method("device.show")
+@attrs.frozen
+class DeviceShow:
+    """Result: {bdf, power, irq, dma: {writes, faults, writes_during_blackout, ...}}."""
+
+    bdf: str

@@ -26,6 +26,7 @@ Receiving is done by one task too (`receive()`), as with any trio stream.
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import socket as _stdlib_socket
 from typing import Final, Literal
 
@@ -65,6 +66,25 @@ __all__ = ["DEFAULT_RECEIVE_SIZE", "FramedStream"]
 
 DEFAULT_RECEIVE_SIZE: Final = 64 * 1024
 
+# errnos meaning "this socket was closed under us" (as trio.SocketStream reads them).
+_CLOSED_ERRNOS: Final = frozenset({_errno.EBADF, _errno.ENOTSOCK})
+
+
+def _raw_socket(sock: trio.socket.SocketType) -> _stdlib_socket.socket | None:
+    """The non-blocking stdlib socket wrapped by a trio socket, or None if unavailable.
+
+    trio's socket methods go through the scheduler after every successful call (and build
+    a context manager for it), which is most of the cost of a small request. The adapter
+    therefore calls the stdlib socket directly and waits with `trio.lowlevel.wait_readable`
+    / `wait_writable` only when the call would block. trio keeps the wrapped socket in the
+    private attribute `_sock`; if a trio release changes that, the adapter falls back to
+    the public methods.
+    """
+    raw = getattr(sock, "_sock", None)
+    if isinstance(raw, _stdlib_socket.socket) and raw.fileno() == sock.fileno():
+        return raw
+    return None  # pragma: no cover
+
 
 class FramedStream:
     """A `Connection` plus the trio stream it talks over.
@@ -94,6 +114,9 @@ class FramedStream:
             if isinstance(sock, trio.socket.SocketType) and sock.family == _stdlib_socket.AF_UNIX
             else None
         )
+        # The stdlib socket under the trio one, for the fast paths (see `_raw_socket`).
+        self._raw = _raw_socket(self._socket) if self._socket is not None else None
+        self._ancillary_space = ancillary_space(max_fds_per_read)
         self._sending = False
         self._send_broken = False
         self._receive_error: RemoteProtocolError | None = None
@@ -138,7 +161,9 @@ class FramedStream:
         self._sending = True
         completed = False
         try:
-            if fds:
+            if self._raw is not None:
+                await self._send_raw(self._raw, data, fds)
+            elif fds:  # pragma: no cover - every AF_UNIX trio socket has a raw socket
                 assert self._socket is not None
                 try:
                     sent = await self._socket.sendmsg([data], fds_ancillary(fds))
@@ -154,10 +179,50 @@ class FramedStream:
             if not completed:
                 self._send_broken = True
 
+    async def _send_raw(
+        self, raw: _stdlib_socket.socket, data: bytes, fds: tuple[int, ...]
+    ) -> None:
+        """Write `data` (fds with its first byte) on the non-blocking stdlib socket.
+
+        The fast path of `send`: a frame that fits in the socket buffer (nearly all of
+        them) costs one syscall and no trip through the scheduler; only a full buffer
+        waits, in `wait_writable`, which is a checkpoint. Errors are translated as
+        `trio.SocketStream` does.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        try:
+            if fds:
+                ancillary = fds_ancillary(fds)
+                while True:
+                    try:
+                        sent = raw.sendmsg([view], ancillary)
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(raw)
+                view = view[sent:]
+            while view:
+                try:
+                    sent = raw.send(view)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(raw)
+                    continue
+                view = view[sent:]
+        except OSError as exc:
+            if exc.errno in _CLOSED_ERRNOS:
+                raise trio.ClosedResourceError("the socket was already closed") from None
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        finally:
+            view.release()
+
     # --- receiving -----------------------------------------------------------------------
 
     async def receive(self) -> Message | Literal[Sentinel.CLOSED]:
         """The next message from the peer, or `CLOSED` when the peer closed cleanly.
+
+        Every complete frame already buffered is returned without reading; a read takes
+        whatever the socket has (up to `receive_size` bytes), so a burst of frames costs
+        one read.
 
         Raises:
             RemoteProtocolError: the peer broke the protocol (sticky).
@@ -165,29 +230,57 @@ class FramedStream:
         """
         if self._receive_error is not None:
             raise self._receive_error
+        connection = self.connection
         while True:
-            event = self.connection.next_event()
+            event = connection.next_event()
             if event is not NEED_DATA:
                 return event
             try:
-                data, fds = await self._receive_some()
+                if self._raw is not None:
+                    data, fds = await self._receive_raw(self._raw)
+                else:
+                    data, fds = await self._receive_some()
             except RemoteProtocolError as exc:  # fds truncated
                 self._receive_error = exc
                 raise
-            self.connection.receive_data(data, fds)
+            connection.receive_data(data, fds)
+
+    async def _receive_raw(self, raw: _stdlib_socket.socket) -> tuple[bytes, list[int]]:
+        """One `recvmsg` on the non-blocking stdlib socket: the fast path of `receive`.
+
+        Like trio's own socket methods it is always a checkpoint, but a read that had to
+        wait in `wait_readable` does not go through the scheduler a second time.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            try:
+                data, ancdata, flags, _addr = raw.recvmsg(
+                    self.receive_size, self._ancillary_space, _stdlib_socket.MSG_CMSG_CLOEXEC
+                )
+                break
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(raw)
+                waited = True
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
+        fds = parse_fds(ancdata, flags) if ancdata or flags & _stdlib_socket.MSG_CTRUNC else []
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data, fds
 
     async def _receive_some(self) -> tuple[bytes, list[int]]:
         if self._socket is None:
             return bytes(await self.stream.receive_some(self.receive_size)), []
-        try:
+        try:  # pragma: no cover - every AF_UNIX trio socket has a raw socket
             data, ancdata, flags, _addr = await self._socket.recvmsg(
                 self.receive_size,
-                ancillary_space(self.max_fds_per_read),
+                self._ancillary_space,
                 _stdlib_socket.MSG_CMSG_CLOEXEC,
             )
-        except OSError as exc:
+        except OSError as exc:  # pragma: no cover
             raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
-        return data, parse_fds(ancdata, flags)
+        return data, parse_fds(ancdata, flags)  # pragma: no cover
 
     # --- handshakes ----------------------------------------------------------------------
 

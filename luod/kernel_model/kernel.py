@@ -161,6 +161,25 @@ class Kernel:
 
     # -- the emulated process's files --------------------------------------------------------
 
+    def new_memfd(
+        self,
+        name: str = "",
+        *,
+        folio_order: int = 0,
+        allow_sealing: bool = True,
+        hugetlb: bool = False,
+    ) -> MemfdFile:
+        """A memfd not yet installed in the process; `hugetlb` (MFD_HUGETLB) takes folios
+        from the pool of that order (9: 2 MiB, 18: 1 GiB)."""
+        self.check_alive()
+        if hugetlb:
+            return HugetlbMemfdFile(
+                self.memory, self.hugetlb.pool(folio_order), name=name, folio_order=folio_order
+            )
+        return MemfdFile(
+            self.memory, self.mm, name=name, folio_order=folio_order, allow_sealing=allow_sealing
+        )
+
     def memfd_create(
         self,
         name: str = "",
@@ -169,22 +188,10 @@ class Kernel:
         allow_sealing: bool = True,
         hugetlb: bool = False,
     ) -> int:
-        """memfd_create(2); `hugetlb` (MFD_HUGETLB) takes folios from the pool of that
-        order (9: 2 MiB, 18: 1 GiB)."""
-        self.check_alive()
-        memfd: MemfdFile
-        if hugetlb:
-            memfd = HugetlbMemfdFile(
-                self.memory, self.hugetlb.pool(folio_order), name=name, folio_order=folio_order
-            )
-        else:
-            memfd = MemfdFile(
-                self.memory,
-                self.mm,
-                name=name,
-                folio_order=folio_order,
-                allow_sealing=allow_sealing,
-            )
+        """memfd_create(2): a new memfd installed in the process; returns its fd."""
+        memfd = self.new_memfd(
+            name, folio_order=folio_order, allow_sealing=allow_sealing, hugetlb=hugetlb
+        )
         return self.files.install(memfd)
 
     def file(self, fd: int) -> File:

@@ -120,3 +120,13 @@ def test_fuzzed_handover_never_crashes(data: st.DataObject) -> None:
             assert nxt.boot_report.reason
     finally:
         machine.close()
+
+
+def test_firmware_frames_in_the_map_boot_cold(machine: Machine) -> None:
+    """A map marking the first MiB (firmware's) is rejected like one marking scratch."""
+    kernel = Kernel.cold_boot(machine)
+    kernel.kho_out.preserved.add_folios([16], 0)  # behind the API's back: a forged map
+    machine.handover.load(kernel.kho_out.finalize())
+    nxt = Kernel.boot(machine)
+    assert nxt.boot_report.kind == "cold"
+    assert "firmware" in (nxt.boot_report.reason or "")

@@ -1,7 +1,8 @@
 """Which preserved-memory-map implementation a KHO `compatible` string names.
 
 A KHO format is a writer and a reader of the preserved-memory map; the root FDT around it
-is common. A second generation (`kho-v2`, the radix tree) registers here beside `kho-v1`.
+is common. Two generations are registered: `kho-v1` (per-order bitmaps in linked chunks)
+and `kho-v2` (the 2026 radix tree, one tree for all orders).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import attrs
 
 from luod.hw.memory import PhysicalMemory
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.kho import memmap_v1
+from luod.kernel_model.kho import memmap_v1, memmap_v2
 from luod.kernel_model.kho.memmap_v1 import MemMapCorrupt
 from luod.kernel_model.kho.preserved import PreservedSet
 from luod.kernel_model.mm import FrameAllocator
@@ -35,4 +36,6 @@ class MemMapFormat:
         return cls(module.COMPATIBLE, module.write, module.read)
 
 
-FORMATS: dict[str, MemMapFormat] = {f.compatible: f for f in (MemMapFormat.of_module(memmap_v1),)}
+FORMATS: dict[str, MemMapFormat] = {
+    f.compatible: f for f in (MemMapFormat.of_module(m) for m in (memmap_v1, memmap_v2))
+}

@@ -28,7 +28,7 @@ from luod.kernel_model.kho.outgoing import (
     SUBTREE_SIZE_PROP,
 )
 from luod.kernel_model.kho.preserved import PreservedSet, split_aligned
-from luod.kernel_model.mm import ScratchLayout
+from luod.kernel_model.mm import FIRMWARE_FRAMES, ScratchLayout
 
 
 class KhoRootRejected(Exception):
@@ -90,6 +90,8 @@ class KhoIn:
             raise KhoRootRejected("KHO preserved-memory map lists overlapping blocks")
         if kho.preserved_extents & scratch.extents():
             raise KhoRootRejected("KHO preserved-memory map marks frames in scratch")
+        if kho.preserved_extents & Extents.of(0, FIRMWARE_FRAMES):
+            raise KhoRootRejected("KHO preserved-memory map marks firmware frames (first MiB)")
         try:
             kho.restore_folio(root_phys >> PAGE_SHIFT, 0)
         except RestoreRefused as exc:

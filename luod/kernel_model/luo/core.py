@@ -282,8 +282,17 @@ class Luo:
         return f
 
     def unpreserve(self, session: OutgoingSession, token: int) -> None:
+        """Refused while another file of the session depends on this one (EBUSY)."""
         self._mutable(f"unpreserve from session {session.name!r}")
-        self._unpreserve(session.by_token(token))
+        f = session.by_token(token)
+        users = [g.token for g in session.files if f.file in g.handler.dependencies(g)]
+        if users:
+            raise FileAlreadyPreserved(
+                f"token {token:#x} of session {session.name!r} is needed by token(s) "
+                f"{', '.join(f'{t:#x}' for t in users)}: unpreserve those first",
+                obj=f"{session.name}/{token:#x}",
+            )
+        self._unpreserve(f)
 
     def _unpreserve(self, f: OutgoingFile) -> None:
         f.handler.unpreserve(f)
