@@ -19,6 +19,7 @@ def build_host(
     *,
     limits: str = "unlimited",
     hugetlb: dict[int, int] | None = None,
+    pci: int = 0,
 ) -> Host:
     """Create the machine with `ram_bytes` of emulated RAM and cold-boot `kernel` on it.
 
@@ -27,7 +28,8 @@ def build_host(
         kernel: `--kernel` as given: a bundled release, an image file, or None for the
             newest bundled release.
         limits: `--limits`: "unlimited" or "6.19".
-        hugetlb: `--hugetlb` pools {page size: count} (used by the device models).
+        hugetlb: `--hugetlb` pools {page size: count}; a machine too small gets less.
+        pci: `--pci`: how many PCI devices the machine has.
 
     Raises:
         luod.kernel_model.images.ImageError: `kernel` names no bundled release or readable
@@ -38,7 +40,6 @@ def build_host(
     from luod.kernel_model.kernel import BootConfig
     from luod.kernel_model.luo.state import Limits
 
-    del hugetlb  # the pools arrive with the hugetlb device model
     image = resolve(kernel) if kernel else default_image()
-    config = BootConfig(limits=Limits.named(limits))
-    return Host(ram=ram_bytes, image=image, config=config)
+    config = BootConfig(limits=Limits.named(limits), hugetlb=tuple(sorted((hugetlb or {}).items())))
+    return Host(ram=ram_bytes, image=image, config=config, pci=pci)

@@ -23,6 +23,7 @@ import attrs
 from luod.daemon.errors import DaemonError, not_owner
 from luod.daemon.objects import ObjectTable, copy_fd_into
 from luod.hw.machine import Machine
+from luod.hw.pci import PciDevice
 from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.files.memfd import MemfdFile, Seal
@@ -65,9 +66,14 @@ def _is_memfd(fd: int) -> bool:
         return False
 
 
+def pci_bdfs(count: int) -> list[str]:
+    """The machine's PCI devices: functions 0-7 of buses 1, 2, ..."""
+    return [f"0000:{1 + i // 8:02x}:00.{i % 8}" for i in range(count)]
+
+
 class Host:
-    def __init__(self, *, ram: int, image: KernelImage, config: BootConfig) -> None:
-        self.machine = Machine.create(ram)
+    def __init__(self, *, ram: int, image: KernelImage, config: BootConfig, pci: int = 0) -> None:
+        self.machine = Machine.create(ram, pci_devices=pci_bdfs(pci))
         self.config = config
         self.kernel = Kernel.cold_boot(self.machine, image, config)
         self.owners: dict[tuple[str, str], int] = {}
@@ -330,6 +336,44 @@ class Host:
         for obj in self.objects.of(caller.uid):
             if obj.preserved == (session_name, token):
                 obj.preserved = None
+
+    def file_reclaim(self, caller: Caller, session_name: str, token: int) -> dict[str, Any]:
+        session = self.incoming(caller, session_name)
+        self.luo.reclaim(session, token)
+        return {"token": token, "reclaimed": True}
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def device(self, bdf: str) -> PciDevice:
+        try:
+            return self.machine.pci[bdf]
+        except (KeyError, ValueError):
+            raise DaemonError(
+                "NoSuchDevice",
+                f"no PCI device at {bdf} (luod --pci N plugs in N devices)",
+                errno=errno.ENOENT,
+                obj=bdf,
+            ) from None
+
+    def device_object(self, bdf: str) -> dict[str, Any]:
+        dev = self.device(bdf)
+        dma = dev.dma
+        check = dma.verify() if dma.window is not None else None
+        return {
+            "bdf": dev.bdf,
+            "power": dev.power.value,
+            "irq": dev.interrupts_enabled,
+            "iommu_domain": self.machine.iommu.root_of(dev.bdf),
+            "dma": {
+                "running": dma.running,
+                "window": None if dma.window is None else [dma.window.iova, dma.window.length],
+                "issued": dma.issued,
+                "writes": dma.writes,
+                "faults": dma.faults,
+                "ring_ok": None if check is None else check.ok,
+                "ring_consistent": None if check is None else check.consistent,
+            },
+        }
 
     # -- objects ---------------------------------------------------------------------------
 

@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"hugetlb pools; an omitted size gets 0 pages (default: {DEFAULT_HUGETLB})",
     )
     parser.add_argument(
+        "--pci",
+        metavar="COUNT",
+        type=int,
+        default=8,
+        help="PCI devices plugged into the machine, at 0000:01:00.0 and on (default: 8)",
+    )
+    parser.add_argument(
         "--limits",
         choices=LIMITS,
         default="unlimited",
@@ -207,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
     try:
         try:
-            host = boot.build_host(args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb)
+            host = boot.build_host(
+                args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb, pci=args.pci
+            )
         except Exception as exc:
             log.exception(
                 "boot_failed", ram=format_size(args.ram), kernel=args.kernel, error=str(exc)

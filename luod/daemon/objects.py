@@ -25,6 +25,7 @@ import attrs
 from luod.daemon.errors import DaemonError
 from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.files.base import File
+from luod.kernel_model.files.iommufd import IommufdFile, VfioDeviceFile
 from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
 from luod.kernel_model.files.memfd import MemfdFile
 from luod.kernel_model.kernel import Kernel
@@ -259,3 +260,33 @@ def copy_fd_into(memfd: MemfdFile, source: int, length: int | None, chunk: int =
         offset = hi
     if length is None and memfd.size < size:
         memfd.truncate(size)
+
+
+def _make_iommufd(kernel: Kernel, spec: ObjectSpec, resolve: Callable[[str], File]) -> File:
+    iommufd = IommufdFile(kernel.machine, kernel.mm)
+    iova = 0
+    try:
+        for m in spec.maps:
+            memfd = resolve(m.memfd)
+            assert isinstance(memfd, MemfdFile)
+            at = iova if m.iova is None else m.iova
+            iommufd.map_file(memfd, iova=at)
+            iova = at + memfd.size
+    except BaseException:
+        iommufd.release()
+        raise
+    return iommufd
+
+
+def _make_vfio(kernel: Kernel, spec: ObjectSpec, resolve: Callable[[str], File]) -> File:
+    if not spec.bdf:
+        raise _bad("BadObject", f"vfio-pci {spec.name!r} needs a bdf", spec.name)
+    device = VfioDeviceFile(kernel.machine, spec.bdf)
+    iommufd = resolve(spec.iommufd or "")
+    assert isinstance(iommufd, IommufdFile)
+    device.bind(iommufd)
+    device.set_irq(spec.irq)
+    return device
+
+
+DEVICE_FACTORIES.update({"iommufd": _make_iommufd, "vfio-pci": _make_vfio})

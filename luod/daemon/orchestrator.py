@@ -26,6 +26,7 @@ import attrs
 import structlog
 import trio
 
+from luod.daemon.clock import DeviceClock
 from luod.daemon.errors import DaemonError, incompatible
 from luod.daemon.events import EventBus
 from luod.daemon.host import Host
@@ -98,8 +99,10 @@ class Orchestrator:
         on_update_record: Callable[[dict[str, Any]], None] = lambda r: None,
         on_kexec: Callable[[object], None] = lambda keep: None,
         status_hook: Callable[[str], object] = lambda s: None,
+        clock: DeviceClock | None = None,
     ) -> None:
         self.host = host
+        self.clock = clock or DeviceClock(host.machine)
         self.bus = bus
         self.participants: dict[str, Participant] = {}
         self.lock = trio.Lock()
@@ -113,6 +116,7 @@ class Orchestrator:
         self._kexec_at: float | None = None
         self._freeze_at: float | None = None
         self._requester: object = None
+        self._dma_at_freeze: dict[str, int] = {}
 
     # -- participants ---------------------------------------------------------------------
 
@@ -282,10 +286,13 @@ class Orchestrator:
             host.prepare()
             await self._barrier(update_id, "prepare", deadline)
             phase_done("prepare", t)
+            self.clock.tick()
+            self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
             await self._barrier(update_id, "freeze", deadline)
             host.kernel.freeze()
+            self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)
         except BaseException as exc:
             self._cancel_quietly()
@@ -351,13 +358,25 @@ class Orchestrator:
         resuming = {p.name: p.uid for p in self.participants.values()}
         self._on_kexec(self._requester)  # userspace dies: participants, fd holders
         await trio.lowlevel.checkpoint()
+        if not self._dma_at_freeze:
+            self.clock.tick()
+            self._dma_at_freeze = self.clock.writes()
         t = time.perf_counter()
         new: Kernel = host.kernel.kexec()
+        self.clock.tick()
         phases["kexec"] = round((time.perf_counter() - t) * 1000, 3)
         t = time.perf_counter()
         host.adopt(new)
+        self.clock.tick()
         phases["restore"] = round((time.perf_counter() - t) * 1000, 3)
         blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
+        after = self.clock.writes()
+        dma = {
+            bdf: after[bdf] - self._dma_at_freeze.get(bdf, after[bdf])
+            for bdf in after
+            if host.machine.pci[bdf].dma.window is not None
+        }
+        self._dma_at_freeze = {}
         for name, uid in resuming.items():
             self.participants[name] = Participant(name, uid, [], None, state="resuming")
         self._pending_resume = set(resuming)
@@ -371,6 +390,7 @@ class Orchestrator:
             "full_blackout_ms": None if resuming else blackout,
             "resumed": not resuming,
             "boot": {"kind": new.boot_report.kind, "reason": new.boot_report.reason},
+            "dma_writes_during_blackout": dma,
             "state": new.state,
             "finished_at": time.time(),
         }

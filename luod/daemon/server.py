@@ -26,11 +26,13 @@ import structlog
 import trio
 
 from luod import __version__
+from luod.daemon.clock import DeviceClock
 from luod.daemon.errors import DaemonError, wire_error
 from luod.daemon.events import DROPPED, EventBus, Subscriber
 from luod.daemon.host import Caller, Host
 from luod.daemon.orchestrator import Orchestrator, Participant
 from luod.daemon.records import RunRecords
+from luod.hw.pci import PowerState
 from luod.ipc import methods as m
 from luod.ipc.connection import CLOSED, Connection, Role
 from luod.ipc.errors import ConnectionLost, ProtocolError, RemoteProtocolError
@@ -224,6 +226,7 @@ class Daemon:
     ) -> None:
         self.host = host
         self.bus = EventBus()
+        self.clock = DeviceClock(host.machine)
         self.records = records or RunRecords(None)
         self.connections: dict[int, ClientConnection] = {}
         self._ids = itertools.count(1)
@@ -233,6 +236,7 @@ class Daemon:
             on_update_record=self.records.update_finished,
             on_kexec=self._userspace_dies,
             status_hook=status_hook,
+            clock=self.clock,
         )
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
@@ -542,6 +546,42 @@ async def _participant_ack(c: ClientConnection, p: m.ParticipantAck, r: Request)
     return {}, []
 
 
+@handles("file.reclaim")
+async def _file_reclaim(c: ClientConnection, p: m.FileReclaim, r: Request) -> Result:
+    result = c.daemon.host.file_reclaim(c.caller, p.session, p.token)
+    c.daemon.bus.publish("file.reclaimed", session=p.session, token=p.token)
+    return result, []
+
+
+@handles("device.set")
+async def _device_set(c: ClientConnection, p: m.DeviceSet, r: Request) -> Result:
+    host = c.daemon.host
+    device = host.device(p.bdf)
+    if p.irq is not None:
+        device.interrupts_enabled = p.irq
+    if p.power is not None:
+        device.power = PowerState(p.power)
+    return host.device_object(p.bdf), []
+
+
+@handles("device.dma")
+async def _device_dma(c: ClientConnection, p: m.DeviceDma, r: Request) -> Result:
+    host = c.daemon.host
+    device = host.device(p.bdf)
+    c.daemon.clock.tick()
+    if p.length:
+        device.dma.start(p.iova, p.length, p.seed, p.rate)
+    else:
+        device.dma.stop()
+    return host.device_object(p.bdf), []
+
+
+@handles("device.show")
+async def _device_show(c: ClientConnection, p: m.DeviceShow, r: Request) -> Result:
+    c.daemon.clock.tick()
+    return c.daemon.host.device_object(p.bdf), []
+
+
 @handles("object.create")
 async def _object_create(c: ClientConnection, p: m.ObjectCreate, r: Request) -> Result:
     if len(r.fds) > 1:
@@ -585,5 +625,6 @@ async def serve(
 ) -> None:
     """Serve connections until cancelled."""
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(daemon.clock.run)
         task_status.started()
         await trio.serve_listeners(daemon.handle_stream, [listener], handler_nursery=nursery)

@@ -235,11 +235,12 @@ class Connection:
         Raises:
             LocalProtocolError: `luod.ConnectionClosed` if data follows the EOF.
         """
-        start = self._decoder.received
-        end = start + len(data)
-        self._fds.extend((fd, start, end) for fd in fds)
-        if len(self._fds) > _MAX_PENDING_FDS:
-            self._fd_overflow = True
+        if fds:
+            start = self._decoder.received
+            end = start + len(data)
+            self._fds.extend((fd, start, end) for fd in fds)
+            if len(self._fds) > _MAX_PENDING_FDS:
+                self._fd_overflow = True
         self._decoder.receive_data(data)
 
     def next_event(self) -> Message | Literal[Sentinel.NEED_DATA, Sentinel.CLOSED]:
@@ -266,14 +267,16 @@ class Connection:
                 ProtocolErrorName.BAD_MESSAGE,
                 f"more than {_MAX_PENDING_FDS} file descriptors received ahead of messages",
             )
-        start = self._decoder.consumed
-        frame = self._decoder.next_frame()
+        decoder = self._decoder
+        start = decoder.consumed
+        frame = decoder.next_frame()
         if frame is None:
-            if self._decoder.eof:
+            if decoder.eof:
                 self._their_state = State.CLOSED
                 return CLOSED
             return NEED_DATA
-        self._check_stray_fds(start)
+        if self._fds:
+            self._check_stray_fds(start)
         message = structure_message(decode_item(frame))
         self._receive_transition(message)
         if isinstance(message, Request | Reply) and message.nfds:

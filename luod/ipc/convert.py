@@ -555,6 +555,9 @@ class MethodRegistry:
 
     def __init__(self) -> None:
         self._methods: dict[str, type[Any]] = {}
+        # Structuring hook of each method, looked up once (the converter's dispatch costs
+        # more than structuring a small parameter class).
+        self._hooks: dict[str, tuple[Callable[[Any, Any], object], type[Any]]] = {}
 
     def method(self, name: str) -> Callable[[type[_T]], type[_T]]:
         """Class decorator registering `cls` as the parameter class of method `name`."""
@@ -606,20 +609,27 @@ class MethodRegistry:
                 `luod.BadParams` naming the method and the path of every bad field.
                 Either way `object` is the method name.
         """
-        from cattrs.errors import BaseValidationError
-
         method = request.method
-        cls = self._methods.get(method)
-        if cls is None:
-            raise RemoteProtocolError(
-                ProtocolErrorName.UNKNOWN_METHOD, f"unknown method {method!r}", object=method
-            )
+        cached = self._hooks.get(method)
+        if cached is None:
+            cls = self._methods.get(method)
+            if cls is None:
+                raise RemoteProtocolError(
+                    ProtocolErrorName.UNKNOWN_METHOD, f"unknown method {method!r}", object=method
+                )
+            cached = self._hooks[method] = (converter().get_structure_hook(cls), cls)
+        hook, cls = cached
         try:
-            return converter().structure(request.params, cls)
-        except BaseValidationError as exc:
-            reason = describe_structure_error(exc, path="params")
-        except (ValueError, TypeError) as exc:  # attrs validators of the parameter class
-            reason = str(exc)
+            return hook(request.params, cls)
+        except Exception as exc:
+            from cattrs.errors import BaseValidationError
+
+            if isinstance(exc, BaseValidationError):
+                reason = describe_structure_error(exc, path="params")
+            elif isinstance(exc, ValueError | TypeError):  # attrs validators of the class
+                reason = str(exc)
+            else:
+                raise
         raise RemoteProtocolError(
             ProtocolErrorName.BAD_PARAMS, f"invalid params for {method}: {reason}", object=method
         )

@@ -27,6 +27,7 @@ from luod.ipc.errors import ProtocolErrorName, RemoteProtocolError
 from luod.ipc.messages import MAX_FDS_PER_MESSAGE
 
 __all__ = [
+    "MSG_CMSG_CLOEXEC",
     "UCRED_SIZE",
     "PeerCredentials",
     "ancillary_space",
@@ -40,6 +41,11 @@ __all__ = [
 ]
 
 _INT_SIZE: Final = array.array("i").itemsize
+# Plain ints: the socket module's constants are IntFlag members, and `int & IntFlag` runs
+# the enum machinery on every read.
+_MSG_CTRUNC: Final = int(socket.MSG_CTRUNC)
+MSG_CMSG_CLOEXEC: Final = int(socket.MSG_CMSG_CLOEXEC)
+"""`socket.MSG_CMSG_CLOEXEC` as a plain int, for `recvmsg` flags."""
 _UCRED: Final = struct.Struct("3i")
 UCRED_SIZE: Final = _UCRED.size
 """Size of `struct ucred` (pid, uid, gid), the SO_PEERCRED option value."""
@@ -76,12 +82,14 @@ def parse_fds(ancdata: AncData, msg_flags: int) -> list[int]:
         RemoteProtocolError: `luod.MissingFds` if the ancillary data was truncated
             (`MSG_CTRUNC`); the fds that did arrive are closed first.
     """
+    if not ancdata and not msg_flags & _MSG_CTRUNC:
+        return []
     fds = array.array("i")
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             # A truncated cmsg may end in a partial int: keep only whole ones.
             fds.frombytes(data[: len(data) - len(data) % _INT_SIZE])
-    if msg_flags & socket.MSG_CTRUNC:
+    if msg_flags & _MSG_CTRUNC:
         close_fds(fds)
         raise RemoteProtocolError(
             ProtocolErrorName.MISSING_FDS,
@@ -122,9 +130,7 @@ def recv_with_fds(
             ones that did arrive are closed).
         OSError: from the socket (TimeoutError for a timeout).
     """
-    data, ancdata, flags, _addr = sock.recvmsg(
-        bufsize, ancillary_space(maxfds), socket.MSG_CMSG_CLOEXEC
-    )
+    data, ancdata, flags, _addr = sock.recvmsg(bufsize, ancillary_space(maxfds), MSG_CMSG_CLOEXEC)
     return data, parse_fds(ancdata, flags)
 
 

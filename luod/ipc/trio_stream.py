@@ -42,6 +42,7 @@ from luod.ipc.errors import (
     RemoteProtocolError,
 )
 from luod.ipc.fdpass import (
+    MSG_CMSG_CLOEXEC,
     UCRED_SIZE,
     PeerCredentials,
     ancillary_space,
@@ -117,6 +118,7 @@ class FramedStream:
         # The stdlib socket under the trio one, for the fast paths (see `_raw_socket`).
         self._raw = _raw_socket(self._socket) if self._socket is not None else None
         self._ancillary_space = ancillary_space(max_fds_per_read)
+        self._drained = False  # the last read emptied the socket
         self._sending = False
         self._send_broken = False
         self._receive_error: RemoteProtocolError | None = None
@@ -248,15 +250,22 @@ class FramedStream:
     async def _receive_raw(self, raw: _stdlib_socket.socket) -> tuple[bytes, list[int]]:
         """One `recvmsg` on the non-blocking stdlib socket: the fast path of `receive`.
 
-        Like trio's own socket methods it is always a checkpoint, but a read that had to
-        wait in `wait_readable` does not go through the scheduler a second time.
+        Like trio's own socket methods it is always a checkpoint, and costs one trip through
+        the scheduler either way: `wait_readable` when the socket has nothing, else a
+        yield after the read. When the previous read emptied the socket (it returned less
+        than asked), the peer is most likely waiting for us, so it waits first instead of
+        trying a read that would fail.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
+        if self._drained:
+            await trio.lowlevel.wait_readable(raw)
+            waited = True
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
         while True:
             try:
                 data, ancdata, flags, _addr = raw.recvmsg(
-                    self.receive_size, self._ancillary_space, _stdlib_socket.MSG_CMSG_CLOEXEC
+                    self.receive_size, self._ancillary_space, MSG_CMSG_CLOEXEC
                 )
                 break
             except BlockingIOError:
@@ -264,7 +273,8 @@ class FramedStream:
                 waited = True
             except OSError as exc:
                 raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
-        fds = parse_fds(ancdata, flags) if ancdata or flags & _stdlib_socket.MSG_CTRUNC else []
+        self._drained = len(data) < self.receive_size
+        fds = parse_fds(ancdata, flags)
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return data, fds
@@ -276,7 +286,7 @@ class FramedStream:
             data, ancdata, flags, _addr = await self._socket.recvmsg(
                 self.receive_size,
                 self._ancillary_space,
-                _stdlib_socket.MSG_CMSG_CLOEXEC,
+                MSG_CMSG_CLOEXEC,
             )
         except OSError as exc:  # pragma: no cover
             raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc

@@ -21,6 +21,10 @@ FORMAT_LAYERS: dict[str, str] = {
     "kvm_vm_luo_v1": "kvm-vm",
     "guest_memfd_luo_v1": "guest_memfd",
     "hugetlb-v1": "flb:hugetlb",
+    "iommufd-v1": "iommufd",
+    "vfio-pci-v1": "vfio-pci",
+    "iommu-core-v1": "flb:iommu-core",
+    "pci-v1": "flb:pci",
 }
 
 

@@ -3,6 +3,12 @@ and reads. `default_handlers` is what a booting kernel registers."""
 
 from __future__ import annotations
 
+from luod.kernel_model.handlers.devices_io import (
+    IommuCoreFlb,
+    IommufdHandler,
+    PciFlb,
+    VfioPciHandler,
+)
 from luod.kernel_model.handlers.devices_mem import (
     GuestMemfdHandler,
     HugetlbFlb,
@@ -20,9 +26,15 @@ def default_handlers(kernel: KernelServices) -> list[FileHandler]:
         HugetlbMemfdHandler(kernel),
         KvmVmHandler(kernel),
         GuestMemfdHandler(kernel),
+        IommufdHandler(kernel),
+        VfioPciHandler(kernel),
     ]
 
 
 def default_flbs(kernel: KernelServices) -> list[tuple[str, Flb]]:
     """(file type, FLB) links registered after the handlers."""
-    return [("memfd-hugetlb", HugetlbFlb(kernel))]
+    return [
+        ("memfd-hugetlb", HugetlbFlb(kernel)),
+        ("iommufd", IommuCoreFlb(kernel)),
+        ("vfio-pci", PciFlb(kernel)),
+    ]

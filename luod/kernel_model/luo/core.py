@@ -490,6 +490,23 @@ class Luo:
         f.status = RETRIEVE_OK
         return file
 
+    def reclaim(self, session: IncomingSession, token: int) -> None:
+        """Hand a retrieved file's preserved kernel state back to userspace's control (an
+        iommufd's domain, once its re-created mappings match the preserved tables)."""
+        f = session.by_token(token)
+        if f.status != RETRIEVE_OK:
+            raise KernelError(
+                f"retrieve token {token:#x} of session {session.name!r} before reclaiming it",
+                obj=f"{session.name}/{token:#x}",
+            )
+        reclaim = getattr(f.handler, "reclaim", None)
+        if reclaim is None:
+            raise KernelError(
+                f"token {token:#x} is a {f.handler.file_type}: nothing to reclaim",
+                obj=f"{session.name}/{token:#x}",
+            )
+        reclaim(f)
+
     def finish_session(self, session: IncomingSession) -> None:
         """SESSION_FINISH: atomic; any can_finish veto -> EBUSY and nothing changes."""
         self._veto_check([session])

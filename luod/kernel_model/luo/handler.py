@@ -23,6 +23,7 @@ import attrs
 from luod.kernel_model.errors import KernelError
 
 if TYPE_CHECKING:
+    from luod.hw.machine import Machine
     from luod.hw.memory import PhysicalMemory
     from luod.kernel_model.files.base import File
     from luod.kernel_model.hugetlb import HugetlbPools
@@ -55,6 +56,9 @@ class KernelServices(Protocol):
 
     @property
     def hugetlb(self) -> HugetlbPools: ...
+
+    @property
+    def machine(self) -> Machine: ...
 
 
 @attrs.define(eq=False)
