@@ -208,6 +208,24 @@ def _add_file(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     retrieve = tree.leaf(file, "retrieve", "file.retrieve", "incoming: retrieve any file type")
     retrieve.add_argument("session", metavar="SESSION", help="an incoming session")
     _token_option(retrieve)
+    reclaim = tree.leaf(
+        file,
+        "reclaim",
+        "file.reclaim",
+        "incoming iommufd: re-create its IOAS mappings from the retrieved memfds and have the "
+        "kernel verify them against the preserved page tables and adopt them (finish is "
+        "vetoed until then)",
+    )
+    reclaim.add_argument("session", metavar="SESSION", help="an incoming session")
+    _token_option(reclaim)
+    apply = tree.leaf(
+        sub,
+        "apply",
+        "apply",
+        "create the objects of a plan (JSON or TOML) and preserve them in the plan's order; "
+        "the first violation releases everything the plan made (exit 1, both objects named)",
+    )
+    apply.add_argument("plan", metavar="PLAN", help="a .toml or .json plan file (see CLI.md)")
 
 
 def _add_update(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:

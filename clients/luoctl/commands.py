@@ -20,6 +20,7 @@ from luoctl.context import Context, Outcome
 from luoctl.events import events
 from luoctl.exitcodes import ExitCode
 from luoctl.memfd import memfd_preserve, memfd_retrieve
+from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
 from luod.ipc.fdpass import close_fds
 
@@ -124,6 +125,16 @@ def file_retrieve(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(merged(params, request(ctx, "file.retrieve", params)))
 
 
+def file_reclaim(ctx: Context, args: argparse.Namespace) -> Outcome:
+    params = {"session": args.session, "token": args.token}
+    return Outcome(merged(params, request(ctx, "file.reclaim", params)))
+
+
+def apply(ctx: Context, args: argparse.Namespace) -> Outcome:
+    plan = load_plan(args.plan)
+    return Outcome(request(ctx, "apply", {"plan": plan}))
+
+
 # --- the update -----------------------------------------------------------------------------
 
 
@@ -168,6 +179,8 @@ COMMANDS: Final[dict[str, Command]] = {
     "memfd.retrieve": memfd_retrieve,
     "file.unpreserve": file_unpreserve,
     "file.retrieve": file_retrieve,
+    "file.reclaim": file_reclaim,
+    "apply": apply,
     "check": check,
     "prepare": _global_event("prepare"),
     "freeze": _global_event("freeze"),

@@ -241,6 +241,19 @@ def file_retrieve(doc: Any) -> list[str]:
     ]
 
 
+def file_reclaim(doc: Any) -> list[str]:
+    doc = _map(doc)
+    return [f"reclaimed token {cell(doc.get('token'))} of session {cell(doc.get('session'))}"]
+
+
+def apply(doc: Any) -> list[str]:
+    lines = []
+    for session in _map(doc).get("sessions", []):
+        files = ", ".join(f"{f['token']} {f['type']}" for f in session.get("files", []))
+        lines.append(f"session {session.get('name')}: preserved {files or 'nothing'}")
+    return lines
+
+
 # --- the update -----------------------------------------------------------------------------
 
 
@@ -285,6 +298,8 @@ RENDERERS: Final[dict[str, Renderer]] = {
     "memfd.retrieve": memfd_retrieve,
     "file.unpreserve": file_unpreserve,
     "file.retrieve": file_retrieve,
+    "file.reclaim": file_reclaim,
+    "apply": apply,
     "check": check,
     "prepare": state,
     "freeze": state,

@@ -23,9 +23,11 @@ import attrs
 from luod.daemon.errors import DaemonError, not_owner
 from luod.daemon.objects import ObjectTable, copy_fd_into
 from luod.hw.machine import Machine
+from luod.hw.memory import PAGE_SHIFT
 from luod.hw.pci import PciDevice
 from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.errors import KernelError, NoSuchSession
+from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import KernelImage, bundled_images, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
@@ -311,14 +313,7 @@ class Host:
         fd = os.memfd_create(session_name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, file.size)
-            folio = 1 << (file.folio_order + 12)
-            index, _, counts, dirty = file.folio_runs()
-            for start, n, d in zip(index.tolist(), counts.tolist(), dirty.tolist(), strict=True):
-                if not d:
-                    continue  # filled holes read zero: the new memfd's holes do too
-                lo, hi = start * folio, min((start + n) * folio, file.size)
-                for at in range(lo, hi, COPY_CHUNK):
-                    os.pwrite(fd, file.read(at, min(COPY_CHUNK, hi - at)), at)
+            self._copy_out(file, fd)
             bits = 0
             for seal in file.seals.names():
                 bits |= _SEAL_BITS[seal]
@@ -330,6 +325,22 @@ class Host:
             raise
         info = {"token": token, "size": file.size, "pos": file.pos, "seals": file.seals.names()}
         return info, fd
+
+    def _copy_out(self, file: MemfdFile, fd: int) -> None:
+        """Copy only the bytes that exist: the file's frames that hold data in emulated RAM
+        (a hole, a filled-but-unwritten page or a lost page reads zero anyway), so a sparse
+        terabyte costs what was written."""
+        memory = self.kernel.memory
+        data = Extents(*memory.data_extents())
+        index, pfns, counts, _ = file.folio_runs()
+        shift = file.folio_order
+        for idx, pfn, n in zip(index.tolist(), pfns.tolist(), counts.tolist(), strict=True):
+            frames = Extents.of(pfn, pfn + (n << shift)) & data
+            for lo, hi in frames:
+                start = ((idx << shift) + lo - pfn) << PAGE_SHIFT
+                end = min(start + ((hi - lo) << PAGE_SHIFT), file.size)
+                for at in range(start, end, COPY_CHUNK):
+                    os.pwrite(fd, file.read(at, min(COPY_CHUNK, end - at)), at)
 
     def file_unpreserve(self, caller: Caller, session_name: str, token: int) -> None:
         self.luo.unpreserve(self.outgoing(caller, session_name), token)

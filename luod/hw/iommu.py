@@ -97,10 +97,6 @@ def entry_span(level: int) -> int:
     return 1 << level_shift(level)
 
 
-def _leaf_level(size: int) -> int:
-    return {SIZE_4K: 1, SIZE_2M: 2, SIZE_1G: 3}[size]
-
-
 class FaultReason(enum.IntEnum):
     """Why a translation faulted. Values are the codes `translate_pages` returns (0 = ok)."""
 
@@ -491,25 +487,25 @@ def leaves(memory: PhysicalMemory, root_pfn: int) -> Leaves:
     return Leaves(iova[order], pfn[order], size[order], write[order].astype(np.bool_))
 
 
-class _Segment(NamedTuple):
+class LeafRun(NamedTuple):
     level: int  # leaf level: 1 (4K), 2 (2M), 3 (1G)
     iova: int
     pfn: int
     nleaves: int  # consecutive leaves of that level, physically contiguous
 
 
-def plan_leaves(iova: int, runs: Iterable[tuple[int, int]], max_page: int) -> list[_Segment]:
+def plan_leaves(iova: int, runs: Iterable[tuple[int, int]], max_page: int) -> list[LeafRun]:
     """Split runs of frames mapped back to back from `iova` into leaves of the largest size
     that fits: a leaf of size S needs iova % S == 0, phys % S == 0 and S bytes left in the
     run. This equals choosing greedily page by page. Cost is O(number of runs)."""
-    segments: list[_Segment] = []
+    segments: list[LeafRun] = []
     cur = iova >> PAGE_SHIFT
     sizes = [s >> PAGE_SHIFT for s in PAGE_SIZES if s <= max_page]  # in pages, ascending
 
     def emit(level: int, start: int, pfn: int, npages: int) -> None:
         if npages > 0:
             per = entry_span(level) >> PAGE_SHIFT
-            segments.append(_Segment(level, start << PAGE_SHIFT, pfn, npages // per))
+            segments.append(LeafRun(level, start << PAGE_SHIFT, pfn, npages // per))
 
     def split(start: int, pfn: int, npages: int, size_index: int) -> None:
         # Cover [start, start + npages) with leaves of sizes[size_index] where both
@@ -655,7 +651,7 @@ class PageTableBuilder:
             cache[key] = table
         return table
 
-    def _pieces(self, seg: _Segment) -> Iterable[tuple[int, int, int, int]]:
+    def _pieces(self, seg: LeafRun) -> Iterable[tuple[int, int, int, int]]:
         """(iova, first pfn, first index, count) per table the segment's entries fall in."""
         span = entry_span(seg.level)
         per = span >> PAGE_SHIFT
@@ -667,7 +663,7 @@ class PageTableBuilder:
             yield iova, seg.pfn + done * per, index, count
             done += count
 
-    def _check_free(self, root: int, segments: list[_Segment]) -> None:
+    def _check_free(self, root: int, segments: list[LeafRun]) -> None:
         cache: dict[tuple[int, int], int] = {}
         tables: dict[int, U64Array] = {}
         for seg in segments:
@@ -682,7 +678,7 @@ class PageTableBuilder:
                     raise MappingError(f"iova {iova:#x} is already mapped")
 
     def _write_segment(
-        self, root: int, seg: _Segment, flags: int, cache: dict[tuple[int, int], int]
+        self, root: int, seg: LeafRun, flags: int, cache: dict[tuple[int, int], int]
     ) -> None:
         per = entry_span(seg.level) >> PAGE_SHIFT
         leaf_flags = flags | (PTE_LEAF if seg.level > 1 else 0)
