@@ -172,6 +172,18 @@ class Host:
         self._check_owner(caller, "incoming", name)
         return session
 
+    def retrieved(self, caller: Caller, name: str) -> IncomingSession:
+        """An incoming session the caller has retrieved (its files come after it)."""
+        session = self.incoming(caller, name)
+        if not session.retrieved:
+            raise DaemonError(
+                "NotRetrieved",
+                f"retrieve session {name!r} before its files",
+                errno=errno.EINVAL,
+                obj=name,
+            )
+        return session
+
     def session_create(self, caller: Caller, name: str) -> dict[str, Any]:
         if name.startswith(RESERVED_PREFIX):
             raise DaemonError(
@@ -294,14 +306,7 @@ class Host:
         self, caller: Caller, session_name: str, token: int
     ) -> tuple[dict[str, Any], int]:
         """Retrieve an incoming memfd and copy it into a new real memfd (returned open)."""
-        session = self.incoming(caller, session_name)
-        if not session.retrieved:
-            raise DaemonError(
-                "NotRetrieved",
-                f"retrieve session {session_name!r} before its files",
-                errno=errno.EINVAL,
-                obj=session_name,
-            )
+        session = self.retrieved(caller, session_name)
         file = self.luo.retrieve_file(session, token)
         if not isinstance(file, MemfdFile):
             raise DaemonError(
@@ -436,14 +441,7 @@ class Host:
         return {"sessions": [self.session_object(self.luo.outgoing[s.name]) for s in plan.session]}
 
     def file_retrieve(self, caller: Caller, session_name: str, token: int) -> dict[str, Any]:
-        session = self.incoming(caller, session_name)
-        if not session.retrieved:
-            raise DaemonError(
-                "NotRetrieved",
-                f"retrieve session {session_name!r} before its files",
-                errno=errno.EINVAL,
-                obj=session_name,
-            )
+        session = self.retrieved(caller, session_name)
         file = self.luo.retrieve_file(session, token)
         f = session.by_token(token)
         return {"token": token, "type": file.file_type, "format": f.compatible}

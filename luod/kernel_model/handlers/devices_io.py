@@ -35,9 +35,9 @@ from luod.kernel_model.files.iommufd import IommufdFile, Mapping, VfioDeviceFile
 from luod.kernel_model.luo.handler import (
     RETRIEVE_OK,
     FileHandler,
-    Flb,
     IncomingFile,
     OutgoingFile,
+    PageFlb,
 )
 
 IOMMUFD = "iommufd-v1"
@@ -54,32 +54,11 @@ def _pages(nbytes: int) -> int:
     return max(1, -(-nbytes // PAGE_SIZE))
 
 
-class _CountFlb(Flb):
-    """An FLB whose global state is a count in one preserved page."""
-
-    def preserve(self) -> tuple[int, Any]:
-        pfn = self.kernel.kho_out.alloc_preserved(1)
-        self.kernel.memory.write(pfn, struct.pack("<Q", 1))
-        return pfn << PAGE_SHIFT, pfn
-
-    def unpreserve(self, data: int, obj: Any) -> None:
-        self.kernel.kho_out.free_preserved(obj, 1)
-
-    def retrieve(self, data: int) -> Any:
-        kho_in = self.kernel.kho_in
-        assert kho_in is not None
-        kho_in.restore_pages(data >> PAGE_SHIFT, 1)
-        return data >> PAGE_SHIFT
-
-    def finish(self, data: int, obj: Any) -> None:
-        self.kernel.mm.free_extent(obj, 1)
-
-
-class IommuCoreFlb(_CountFlb):
+class IommuCoreFlb(PageFlb):
     compatible = IOMMU_CORE_FLB
 
 
-class PciFlb(_CountFlb):
+class PciFlb(PageFlb):
     compatible = PCI_FLB
 
 

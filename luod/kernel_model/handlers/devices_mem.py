@@ -21,7 +21,7 @@ from luod.kernel_model.files.base import File
 from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
 from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
 from luod.kernel_model.handlers.memfd import MemfdHandler, _Preserved, _Record
-from luod.kernel_model.luo.handler import FileHandler, Flb, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.handler import FileHandler, IncomingFile, OutgoingFile, PageFlb
 from luod.kernel_model.mm import FolioSource
 
 HUGETLB_MEMFD = "hugetlb-memfd-v1"
@@ -33,34 +33,22 @@ GMEM_HEADER = struct.Struct("<QQQQQIHH")
 FLB_ENTRY = struct.Struct("<QQ")  # (order, pool total)
 
 
-class HugetlbFlb(Flb):
+class HugetlbFlb(PageFlb):
     """Each pool's size: {u64 count} then (u64 order, u64 total) per pool, in one page."""
 
     compatible = HUGETLB_FLB
 
-    def preserve(self) -> tuple[int, Any]:
+    def body(self) -> bytes:
         pools = self.kernel.hugetlb.pools
-        body = struct.pack("<Q", len(pools)) + b"".join(
+        return struct.pack("<Q", len(pools)) + b"".join(
             FLB_ENTRY.pack(order, pool.total) for order, pool in pools.items()
         )
-        pfn = self.kernel.kho_out.alloc_preserved(1)
-        self.kernel.memory.write(pfn, body)
-        return pfn << PAGE_SHIFT, pfn
 
-    def unpreserve(self, data: int, obj: Any) -> None:
-        self.kernel.kho_out.free_preserved(obj, 1)
-
-    def retrieve(self, data: int) -> Any:
-        kho_in = self.kernel.kho_in
-        assert kho_in is not None
-        kho_in.restore_pages(data >> PAGE_SHIFT, 1)
-        raw = self.kernel.memory.read_at(data, 4096)
+    def parse(self, raw: bytes) -> Any:
         (count,) = struct.unpack_from("<Q", raw)
-        sizes = dict(
+        return dict(
             FLB_ENTRY.unpack_from(raw, 8 + i * FLB_ENTRY.size) for i in range(min(count, 255))
         )
-        self.kernel.mm.free_extent(data >> PAGE_SHIFT, 1)
-        return sizes
 
     def finish(self, data: int, obj: Any) -> None:
         """The last hugetlb file finished: pools grow back to the previous kernel's size."""

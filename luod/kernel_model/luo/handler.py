@@ -16,10 +16,12 @@ kernel, finished after its last dependent file.
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
+from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
 from luod.kernel_model.errors import KernelError
 
 if TYPE_CHECKING:
@@ -180,6 +182,36 @@ class Flb:
 
     def finish(self, data: int, obj: Any) -> None:
         raise NotImplementedError
+
+
+class PageFlb(Flb):
+    """An FLB whose global state fits one preserved page: `body()` is written at preserve,
+    `parse(raw)` rebuilds the object at retrieve (the page is freed once read)."""
+
+    def body(self) -> bytes:
+        return struct.pack("<Q", 1)
+
+    def parse(self, raw: bytes) -> Any:
+        return None
+
+    def preserve(self) -> tuple[int, Any]:
+        pfn = self.kernel.kho_out.alloc_preserved(1)
+        self.kernel.memory.write(pfn, self.body())
+        return pfn << PAGE_SHIFT, pfn
+
+    def unpreserve(self, data: int, obj: Any) -> None:
+        self.kernel.kho_out.free_preserved(obj, 1)
+
+    def retrieve(self, data: int) -> Any:
+        kho_in = self.kernel.kho_in
+        assert kho_in is not None
+        kho_in.restore_pages(data >> PAGE_SHIFT, 1)
+        raw = self.kernel.memory.read_at(data, PAGE_SIZE)
+        self.kernel.mm.free_extent(data >> PAGE_SHIFT, 1)
+        return self.parse(raw)
+
+    def finish(self, data: int, obj: Any) -> None:
+        pass
 
 
 @attrs.define(eq=False)
