@@ -94,6 +94,18 @@ def _add_kernel(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     tree.leaf(kernel, "list", "kernel.list", "list the bundled kernel images, oldest first")
     show = tree.leaf(kernel, "show", "kernel.show", "show one image's format catalog")
     show.add_argument("target", metavar="TARGET", help="release string or image file path")
+    matrix = tree.leaf(
+        kernel,
+        "matrix",
+        "kernel.matrix",
+        "which kernel pairs can update into each other, per object type",
+        "For every ordered pair of the bundled releases (plus the TARGETs given: releases "
+        "or image files), whether a kernel of the first can hand each object type to the "
+        "second, and in which format: the supported upgrade and rollback paths.",
+    )
+    matrix.add_argument(
+        "targets", nargs="*", metavar="TARGET", help="more images to include (image files)"
+    )
     write = tree.leaf(
         kernel,
         "write",

@@ -68,6 +68,10 @@ def kernel_show(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(request(ctx, "kernel.show", {"target": args.target}))
 
 
+def kernel_matrix(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return Outcome(request(ctx, "kernel.matrix", {"targets": list(args.targets)}))
+
+
 def kernel_write(ctx: Context, args: argparse.Namespace) -> Outcome:
     params = {"format": args.format, "enabled": args.switch == "on"}
     return Outcome(merged(params, request(ctx, "kernel.write", params)))
@@ -167,6 +171,7 @@ COMMANDS: Final[dict[str, Command]] = {
     "status": status,
     "kernel.list": kernel_list,
     "kernel.show": kernel_show,
+    "kernel.matrix": kernel_matrix,
     "kernel.write": kernel_write,
     "load": load,
     "session.create": session_create,

@@ -8,6 +8,7 @@ traceback. The JSON document is the complete answer; this is the readable summar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -133,6 +134,60 @@ def kernel_show(doc: Any) -> list[str]:
     order = ["release", "summary", "source", "reads", "write", "profiles"]
     keys = [k for k in order if k in image] + [k for k in image if k not in order]
     return _fields([(k, image[k]) for k in keys]) if keys else [inline(doc)]
+
+
+def _version(compatible: object) -> str:
+    """`memfd-v3` -> `v3`, `kvm_vm_luo_v1` -> `v1`: a matrix cell shows the version only
+    (the type is the column)."""
+    text = cell(compatible)
+    found = re.search(r"v\d+$", text)
+    return found.group(0) if found else text
+
+
+def _verdict(pair: Mapping[str, Any]) -> str:
+    if pair.get("compatible"):
+        return "yes"
+    refused = _list(pair.get("refused"))
+    return "no" if not refused or {"kho", "luo"} & set(refused) else "part"
+
+
+def kernel_matrix(doc: Any) -> list[str]:
+    """A FROM x TO grid of verdicts, then one row per ordered pair with the format version
+    chosen per object type (`NO`: none fits; `-`: the source writes no such object) and,
+    for a refused pair, the first reason."""
+    doc = _map(doc)
+    releases = [cell(r) for r in _list(doc.get("releases"))]
+    types = [cell(t) for t in _list(doc.get("types"))]
+    pairs = [_map(p) for p in _list(doc.get("pairs"))]
+    if not pairs:
+        return ["no kernel images"]
+    verdict = {(cell(p.get("from")), cell(p.get("to"))): _verdict(p) for p in pairs}
+    grid = [
+        [source, *(verdict.get((source, target), "-") for target in releases)]
+        for source in releases
+    ]
+    lines = [
+        "Can a FROM kernel (row) update into TO (column)? yes: with every object type it",
+        "writes; part: some types only (NO below); no: not even the KHO and LUO roots.",
+        *table(["FROM \\ TO", *releases], grid),
+    ]
+    rows: list[list[object]] = []
+    for pair in pairs:
+        cells = _map(pair.get("types"))
+        row: list[object] = [pair.get("from"), pair.get("to")]
+        row.append(_verdict(pair))
+        why: object = None
+        for name in types:
+            entry = _map(cells.get(name))
+            if entry.get("reason") is None and entry.get("format"):
+                row.append(_version(entry["format"]))
+            elif not entry.get("writes", True):
+                row.append("-")
+            else:
+                row.append("NO")
+                why = why or entry.get("reason")
+        rows.append([*row, why])
+    return [*lines, "", *table(["FROM", "TO", "ALL", *types, "FIRST REFUSAL"], rows)]
 
 
 def kernel_write(doc: Any) -> list[str]:
@@ -286,6 +341,7 @@ RENDERERS: Final[dict[str, Renderer]] = {
     "status": status,
     "kernel.list": kernel_list,
     "kernel.show": kernel_show,
+    "kernel.matrix": kernel_matrix,
     "kernel.write": kernel_write,
     "load": load,
     "session.create": session,

@@ -26,6 +26,7 @@ from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SHIFT
 from luod.hw.pci import PciDevice
 from luod.ipc.methods import ObjectSpec, Plan
+from luod.kernel_model.catalog import KHO, LUO
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.memfd import MemfdFile, Seal
@@ -34,7 +35,8 @@ from luod.kernel_model.kernel import BootConfig, Kernel
 from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
 from luod.kernel_model.luo.state import LuoState
-from luod.kernel_model.negotiate import LayerProblem, choose
+from luod.kernel_model.matrix import matrix as compatibility_matrix
+from luod.kernel_model.negotiate import LayerProblem, choose, formats_of
 
 OWNERS_SESSION = "luod.owners"
 RESERVED_PREFIX = "luod."
@@ -452,44 +454,73 @@ class Host:
         return resolve(target)
 
     def check(self, target: KernelImage) -> dict[str, Any]:
-        """Can everything preserved now be handed to `target`? Per object and per layer."""
+        """Can everything preserved now be handed to `target`? One entry per preserved
+        object, plus the machine-wide layers `prepare` will negotiate too: the KHO and LUO
+        roots, every FLB in use, and the memfd that carries luod's ownership table (it is
+        preserved at every prepare, even with no other file)."""
         running = self.kernel.image
         problems: list[dict[str, Any]] = []
         objects: list[dict[str, Any]] = []
-        luo = self.kernel.luo
-        layers: dict[str, list[str]] = luo.layers_in_use() if luo is not None else {}
-        for layer in ("kho", "luo"):
-            result = choose(running, target, layer, layers.get(layer, []))
+
+        def machine_wide(layer: str, formats: list[str], what: str = "") -> None:
+            result = choose(running, target, layer, formats)
             if isinstance(result, LayerProblem):
                 problems.append(
                     {
                         "format": layer,
-                        "reason": result.reason,
+                        "reason": what + result.reason,
                         "session": None,
                         "token": None,
                         "type": None,
                     }
                 )
-        if luo is not None:
-            for session in luo.outgoing.values():
-                if session.name == OWNERS_SESSION:
-                    continue
-                for f in session.files:
-                    result = choose(running, target, f.handler.layer, f.handler.formats)
-                    entry = {"session": session.name, "token": f.token, "type": f.handler.file_type}
-                    if isinstance(result, LayerProblem):
-                        problems.append(
-                            {**entry, "format": f.handler.layer, "reason": result.reason}
-                        )
-                        objects.append({**entry, "format": None})
-                    else:
-                        objects.append({**entry, "format": result})
+
+        luo = self.kernel.luo
+        if luo is None:
+            for layer in (KHO, LUO):
+                machine_wide(layer, formats_of(layer))
+            return {
+                "compatible": not problems,
+                "target": target.release,
+                "problems": problems,
+                "objects": objects,
+            }
+        files = [
+            (session.name, f)
+            for session in luo.outgoing.values()
+            if session.name != OWNERS_SESSION
+            for f in session.files
+        ]
+        file_layers = {f.handler.layer for _, f in files}
+        for layer, formats in luo.layers_in_use().items():
+            if layer not in file_layers and (layer in (KHO, LUO) or layer.startswith("flb:")):
+                machine_wide(layer, formats)
+        owners = luo.handler_for_type("memfd")
+        if owners is not None and owners.layer not in file_layers:
+            machine_wide(owners.layer, list(owners.formats), "luod's ownership table: ")
+        for session_name, f in files:
+            result = choose(running, target, f.handler.layer, f.handler.formats)
+            entry = {"session": session_name, "token": f.token, "type": f.handler.file_type}
+            if isinstance(result, LayerProblem):
+                problems.append({**entry, "format": f.handler.layer, "reason": result.reason})
+                objects.append({**entry, "format": None, "reason": result.reason})
+            else:
+                objects.append({**entry, "format": result, "reason": None})
         return {
             "compatible": not problems,
             "target": target.release,
             "problems": problems,
             "objects": objects,
         }
+
+    def matrix(self, targets: list[str]) -> dict[str, Any]:
+        """`kernel matrix`: the bundled releases plus the images `targets` name."""
+        images = list(bundled_images())
+        for target in targets:
+            image = resolve(target)
+            if image not in images:
+                images.append(image)
+        return compatibility_matrix(images)
 
     # -- the global events ------------------------------------------------------------------
 

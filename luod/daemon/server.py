@@ -137,7 +137,6 @@ class ClientConnection:
                         close_fds(message.fds)
 
     async def _reader(self, nursery: trio.Nursery) -> None:
-        unyielded = 0
         while True:
             try:
                 message = await self.stream.receive()
@@ -161,14 +160,9 @@ class ClientConnection:
             else:
                 # Most methods run the synchronous model and never wait: answering them
                 # here saves a task per request, and keeps replies in request order.
+                # (`receive` checkpoints now and then even when frames are buffered, so a
+                # client pipelining a burst of requests cannot hold the scheduler.)
                 await self._handle(message)
-                # `receive` returns buffered frames without a checkpoint, and inline
-                # requests rarely wait: yield now and then so that a client pipelining a
-                # burst of requests cannot hold the scheduler.
-                unyielded += 1
-                if unyielded >= 16:
-                    unyielded = 0
-                    await trio.lowlevel.checkpoint()
 
     async def _handle(self, request: Request) -> None:
         try:
@@ -334,6 +328,11 @@ async def _kernel_list(c: ClientConnection, p: m.KernelList, r: Request) -> Resu
 async def _kernel_show(c: ClientConnection, p: m.KernelShow, r: Request) -> Result:
     host = c.daemon.host
     return host.image_catalog(host.image(p.target)), []
+
+
+@handles("kernel.matrix")
+async def _kernel_matrix(c: ClientConnection, p: m.KernelMatrix, r: Request) -> Result:
+    return c.daemon.host.matrix(p.targets), []
 
 
 @handles("kernel.write")

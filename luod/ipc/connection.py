@@ -76,7 +76,7 @@ from typing import Final, Literal
 
 import attrs
 
-from luod.ipc.convert import structure_message, unstructure_message, wire_message
+from luod.ipc.convert import encode_message, structure_message, unstructure_message
 from luod.ipc.errors import (
     ErrorInfo,
     LocalProtocolError,
@@ -87,8 +87,8 @@ from luod.ipc.framing import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
     decode_item,
-    encode_conforming_frame,
     encode_frame,
+    frame_body,
 )
 from luod.ipc.messages import (
     MAX_FDS_PER_MESSAGE,
@@ -311,7 +311,7 @@ class Connection:
         return tuple(self._fds.popleft()[0] for _ in range(wanted))
 
     def _receive_transition(self, message: Message) -> None:
-        kind = _kind(message)
+        kind = message.KIND
         if self.role is Role.SERVER:
             if self._their_state is State.START:
                 if not isinstance(message, Hello):
@@ -410,9 +410,9 @@ class Connection:
                 f"{_kind(message)} {message.id} declares {message.nfds} file descriptor(s) "
                 f"but carries {len(message.fds)}",
             )
-        wire = wire_message(message)  # the common case: already in the data model
-        if wire is not None:
-            data = encode_conforming_frame(wire, max_frame=self.max_frame)
+        body = encode_message(message)  # the common case: already in the data model
+        if body is not None:
+            data = frame_body(body, max_frame=self.max_frame)
         else:
             data = encode_frame(unstructure_message(message), max_frame=self.max_frame)
         try:
@@ -424,7 +424,7 @@ class Connection:
         return data
 
     def _send_transition(self, message: Message) -> None:
-        kind = _kind(message)
+        kind = message.KIND
 
         def forbidden(why: str, name: ProtocolErrorName = ProtocolErrorName.BAD_MESSAGE) -> None:
             raise LocalProtocolError(name, f"cannot send {kind}: {why}")

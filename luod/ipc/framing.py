@@ -47,8 +47,10 @@ __all__ = [
     "check_data_model",
     "conforms",
     "decode_item",
-    "encode_conforming_frame",
     "encode_frame",
+    "encode_uint",
+    "encode_value",
+    "frame_body",
 ]
 
 DEFAULT_MAX_FRAME: Final = 1 << 20
@@ -118,8 +120,9 @@ def _decoder() -> cbor2.CBORDecoder:
     """This thread's hardened decoder, built once: building one costs more than decoding a
     small frame. Reusing it is safe because nothing it decodes leaves state behind: every
     tag is refused (so no shared values or string references), and the depth count starts
-    afresh with each `decode()` (tests/protocol/test_framing.py checks both after errors).
-    One per thread, because a decoder is not reentrant."""
+    afresh with each `decode()` (tests/protocol/test_fastpaths.py checks both after errors).
+    One per thread, because a decoder is not reentrant. It keeps its last input (one frame)
+    alive until the next decode."""
     try:
         decoder: cbor2.CBORDecoder = _thread_state.decoder
     except AttributeError:
@@ -148,8 +151,6 @@ def decode_item(frame: bytes) -> object:
         raise _bad_cbor(f"malformed CBOR: {exc}") from None
     except RecursionError:  # belt and braces: max_depth should stop this first
         raise _bad_cbor("CBOR item nested too deeply") from None
-    finally:
-        decoder.fp = _NO_INPUT  # do not keep the frame alive
     # cbor2 reads ahead from a seekable file and seeks back, so tell() is exact.
     consumed = fp.tell()
     if consumed != len(frame):
@@ -268,17 +269,43 @@ def encode_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     problem = check_data_model(item)
     if problem is not None:
         raise LocalProtocolError(ProtocolErrorName.BAD_MESSAGE, f"cannot send: {problem}")
-    return encode_conforming_frame(item, max_frame=max_frame)
+    return frame_body(cbor2.dumps(item), max_frame=max_frame)
 
 
-def encode_conforming_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    """`encode_frame` for an item already known to conform (`conforms(item)` is True):
-    the data-model check is not repeated.
+def encode_value(value: object) -> bytes:
+    """The CBOR encoding of a data-model value, unchecked: for building a body in parts
+    (see `luod.ipc.convert.encode_message`); check it with `conforms` first."""
+    return cbor2.dumps(value)
+
+
+_SMALL_UINTS: Final = tuple(bytes([n]) for n in range(24))
+_UINT8: Final = struct.Struct(">BB")
+_UINT16: Final = struct.Struct(">BH")
+_UINT32: Final = struct.Struct(">BI")
+_UINT64: Final = struct.Struct(">BQ")
+
+
+def encode_uint(n: int) -> bytes:
+    """The CBOR encoding of an unsigned integer 0 <= n < 2**64, in its shortest form (the
+    bytes `cbor2.dumps(n)` gives)."""
+    if n < 24:
+        return _SMALL_UINTS[n]
+    if n < 0x100:
+        return _UINT8.pack(0x18, n)
+    if n < 0x10000:
+        return _UINT16.pack(0x19, n)
+    if n < 0x100000000:
+        return _UINT32.pack(0x1A, n)
+    return _UINT64.pack(0x1B, n)
+
+
+def frame_body(body: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """The frame carrying `body` (an encoded item of the data model): the length prefix
+    and the body.
 
     Raises:
-        LocalProtocolError: `luod.FrameTooLarge` if the encoded item exceeds `max_frame`.
+        LocalProtocolError: `luod.FrameTooLarge` if `body` exceeds `max_frame` bytes.
     """
-    body = cbor2.dumps(item)
     size = len(body)
     if size > max_frame:
         raise LocalProtocolError(

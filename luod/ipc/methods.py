@@ -44,6 +44,19 @@ class KernelShow:
     target: str
 
 
+@METHODS.method("kernel.matrix")
+@attrs.frozen
+class KernelMatrix:
+    """Which ordered pairs of kernels can update into each other, per object type: the
+    bundled releases (default write switches) plus `targets` (releases or image files).
+    Result: {releases, types, pairs: [{from, to, compatible, refused: [TYPE], types:
+    {TYPE: {format, formats, writes, reason}}}]}; a pair is compatible when every type its
+    source writes goes through (`writes` false: not applicable); `refused` lists the
+    others."""
+
+    targets: list[str] = attrs.field(factory=list)
+
+
 @METHODS.method("kernel.write")
 @attrs.frozen
 class KernelWrite:

@@ -8,7 +8,12 @@ Two kinds of streams are accepted:
 
 * a `trio.SocketStream` over an AF_UNIX socket: bytes and fds go through the socket's
   `sendmsg`/`recvmsg` (trio has no fd-passing helpers of its own), received fds are
-  close-on-exec, and `peer_credentials()` works;
+  close-on-exec, and `peer_credentials()` works. This is the daemon's request path, so it
+  calls the non-blocking stdlib socket directly and parks in `trio.lowlevel.wait_readable`
+  / `wait_writable` only when the call would block: trio's socket methods pass through
+  the scheduler after every call, which costs more than a small request. A send that fits
+  in the socket buffer is therefore not a schedule point (it still raises if cancelled);
+  every read is one, as is `receive()` at least every `CHECKPOINT_EVERY` messages;
 * any other `trio.abc.Stream` (`trio.testing.memory_stream_pair()`, a TLS stream...):
   only `send_all`/`receive_some` are used, so everything works except fd passing, which
   raises `LocalProtocolError` (`luod.MissingFds`) before anything is sent.
@@ -63,9 +68,12 @@ from luod.ipc.messages import (
     Welcome,
 )
 
-__all__ = ["DEFAULT_RECEIVE_SIZE", "FramedStream"]
+__all__ = ["CHECKPOINT_EVERY", "DEFAULT_RECEIVE_SIZE", "FramedStream"]
 
 DEFAULT_RECEIVE_SIZE: Final = 64 * 1024
+
+CHECKPOINT_EVERY: Final = 16
+"""`receive` returns at most this many buffered messages between two checkpoints."""
 
 # errnos meaning "this socket was closed under us" (as trio.SocketStream reads them).
 _CLOSED_ERRNOS: Final = frozenset({_errno.EBADF, _errno.ENOTSOCK})
@@ -119,6 +127,7 @@ class FramedStream:
         self._raw = _raw_socket(self._socket) if self._socket is not None else None
         self._ancillary_space = ancillary_space(max_fds_per_read)
         self._drained = False  # the last read emptied the socket
+        self._unchecked = 0  # messages returned since the last checkpoint
         self._sending = False
         self._send_broken = False
         self._receive_error: RemoteProtocolError | None = None
@@ -192,30 +201,34 @@ class FramedStream:
         `trio.SocketStream` does.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        view = memoryview(data)
         try:
             if fds:
                 ancillary = fds_ancillary(fds)
                 while True:
                     try:
-                        sent = raw.sendmsg([view], ancillary)
+                        sent = raw.sendmsg([data], ancillary)
                         break
                     except BlockingIOError:
                         await trio.lowlevel.wait_writable(raw)
-                view = view[sent:]
-            while view:
+            else:
                 try:
-                    sent = raw.send(view)
+                    sent = raw.send(data)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_writable(raw)
-                    continue
-                view = view[sent:]
+                    sent = 0
+            if sent < len(data):
+                with memoryview(data) as view:
+                    rest = view[sent:]
+                    while rest:
+                        try:
+                            sent = raw.send(rest)
+                        except BlockingIOError:
+                            await trio.lowlevel.wait_writable(raw)
+                            continue
+                        rest = rest[sent:]
         except OSError as exc:
             if exc.errno in _CLOSED_ERRNOS:
                 raise trio.ClosedResourceError("the socket was already closed") from None
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        finally:
-            view.release()
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -224,7 +237,9 @@ class FramedStream:
 
         Every complete frame already buffered is returned without reading; a read takes
         whatever the socket has (up to `receive_size` bytes), so a burst of frames costs
-        one read.
+        one read. A read is a checkpoint; so that a peer sending bursts cannot keep the
+        receiving task from yielding, a call that returns a buffered frame is one too once
+        every `CHECKPOINT_EVERY` calls.
 
         Raises:
             RemoteProtocolError: the peer broke the protocol (sticky).
@@ -232,10 +247,14 @@ class FramedStream:
         """
         if self._receive_error is not None:
             raise self._receive_error
+        if self._unchecked >= CHECKPOINT_EVERY:
+            self._unchecked = 0
+            await trio.lowlevel.checkpoint()  # nothing taken yet: cancelling loses nothing
         connection = self.connection
         while True:
             event = connection.next_event()
             if event is not NEED_DATA:
+                self._unchecked += 1
                 return event
             try:
                 if self._raw is not None:
@@ -245,6 +264,7 @@ class FramedStream:
             except RemoteProtocolError as exc:  # fds truncated
                 self._receive_error = exc
                 raise
+            self._unchecked = 0
             connection.receive_data(data, fds)
 
     async def _receive_raw(self, raw: _stdlib_socket.socket) -> tuple[bytes, list[int]]:

@@ -97,7 +97,7 @@ async def test_memfd_object_with_data_survives_an_update(luod: Running) -> None:
         await c.call("object.preserve", {"session": "s", "token": 9, "name": "ram"})
     os.close(fd)
     async with open_client(str(luod.path), "ctl") as ctl:
-        await ctl.call("update", {"target": "7.1.0"})
+        await ctl.call("update", {"target": "7.2.0"})
         await ctl.call("session.retrieve", {"name": "s"})
         reply = await ctl.call("memfd.retrieve", {"session": "s", "token": 9})
         assert os.pread(reply.fds[0], 1100, 0) == b"object data" * 100

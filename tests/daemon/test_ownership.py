@@ -41,7 +41,7 @@ async def test_other_uid_is_refused_and_ownership_crosses_kexec(luod: Running) -
             raise AssertionError("a stranger was let in")
     assert [s["name"] for s in host.sessions(stranger)] == []
     async with open_client(str(luod.path), "ctl") as ctl:
-        await ctl.call("update", {"target": "7.0.0"})
+        await ctl.call("update", {"target": "7.2.0"})
     assert host.owners[("incoming", "mine")] == 1000
     try:
         host.session_retrieve(stranger, "mine")

@@ -78,7 +78,7 @@ async def test_failing_participant_cancels_everything(
     await nursery.start(participant, luod, behaviour)
     async with open_client(str(luod.path), "luoctl") as ctl:
         with pytest.raises(RemoteError) as info:
-            await ctl.call("update", {"target": "7.0.0", "timeout": timeout})
+            await ctl.call("update", {"target": "7.2.0", "timeout": timeout})
         assert info.value.info.name == error
         assert "vm1" in info.value.info.message
         status = (await ctl.call("status")).result
@@ -91,8 +91,8 @@ async def test_cooperative_participant_update_and_resume(
 ) -> None:
     await nursery.start(participant, luod, "ack")
     async with open_client(str(luod.path), "luoctl") as ctl:
-        result = (await ctl.call("update", {"target": "7.0.0"})).result
-        assert result["to"] == "7.0.0"
+        result = (await ctl.call("update", {"target": "7.2.0"})).result
+        assert result["to"] == "7.2.0"
         assert set(result["phases"]) == {"load", "check", "prepare", "freeze", "kexec", "restore"}
         assert result["blackout_ms"] > 0
         assert result["full_blackout_ms"] is None  # the participant has not resumed yet

@@ -9,8 +9,8 @@ from .conftest import LUOCTL, LuodProcess
 
 OLD_READER = """
 release = "6.18.0-old"
-summary = "test image: reads kho-v1 and luo-v1 but no memfd format"
-reads = ["kho-v1", "luo-v1"]
+summary = "test image: reads every KHO and LUO root but no memfd format"
+reads = ["kho-v1", "kho-v2", "luo-v1", "luo-v2"]
 [profiles]
 current = ["kho-v1", "luo-v1"]
 """

@@ -58,7 +58,7 @@ def test_a_correct_plan_survives_an_update(luod: LuodProcess) -> None:
     applied = luod.json("apply", "plan.toml")
     files = applied["sessions"][0]["files"]  # type: ignore[index]
     assert [f["type"] for f in files] == ["memfd", "iommufd", "vfio-pci", "kvm-vm", "guest_memfd"]
-    assert luod.luoctl("update", "--to", "7.1.0").returncode == 0
+    assert luod.luoctl("update", "--to", "7.2.0").returncode == 0
     assert luod.luoctl("session", "retrieve", "vm1").returncode == 0
     for token in (1, 2, 3, 4, 5):
         assert luod.luoctl("file", "retrieve", "vm1", "--token", str(token)).returncode == 0

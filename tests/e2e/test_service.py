@@ -65,9 +65,9 @@ def test_status_lines_during_an_update(workdir: Path) -> None:
     notify.settimeout(30)
     luod = start_luod(workdir, env={"NOTIFY_SOCKET": str(workdir / "notify")})
     try:
-        assert luod.luoctl("update", "--to", "7.0.0").returncode == 0
+        assert luod.luoctl("update", "--to", "7.2.0").returncode == 0
         seen = b""
-        while b"running 7.0.0" not in seen or b"freeze" not in seen:
+        while b"running 7.2.0" not in seen or b"freeze" not in seen:
             seen += notify.recv(4096) + b"\n"
         assert b"STATUS=update 1: prepare" in seen
     finally:

@@ -1,9 +1,9 @@
 """Boot a kernel from a machine dump in a fresh process and report what it finds.
 
-Run as `python -m tests.kernel_model.boot_from_dump DIR PFN:ORDER ...`: loads the machine
-from files only, boots the next kernel, restores each folio and prints one JSON object
-with the boot report and the sha256 of every restored folio. Nothing of the kernel that
-wrote the dump exists in this process.
+Run as `python -m tests.kernel_model.boot_from_dump DIR RELEASE PFN:ORDER ...`: loads the
+machine from files only, boots the next kernel (bundled release RELEASE), restores each
+folio and prints one JSON object with the boot report and the sha256 of every restored
+folio. Nothing of the kernel that wrote the dump exists in this process.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import sys
 from pathlib import Path
 
 from luod.hw.machine import Machine
+from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import Kernel
 
 
 def main(argv: list[str]) -> int:
     machine = Machine.load(Path(argv[0]))
-    kernel = Kernel.boot(machine)
+    kernel = Kernel.boot(machine, resolve(argv[1]))
     digests = {}
-    for spec in argv[1:]:
+    for spec in argv[2:]:
         pfn, order = (int(x, 0) for x in spec.split(":"))
         assert kernel.kho_in is not None
         kernel.kho_in.restore_folio(pfn, order)

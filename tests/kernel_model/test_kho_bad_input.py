@@ -12,12 +12,12 @@ from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SIZE
 from luod.kernel_model.kernel import Kernel
 
-from .conftest import SMALL_RAM
+from .conftest import KHO_V1, SMALL_RAM
 
 
 def prepared(machine: Machine) -> tuple[Kernel, int, int]:
     """A kernel with one preserved page of data, finalized; returns (kernel, root, pfn)."""
-    kernel = Kernel.cold_boot(machine)
+    kernel = Kernel.cold_boot(machine, KHO_V1)
     pfn = kernel.mm.alloc_folio(0)
     machine.memory.write(pfn, b"precious")
     kernel.kho_out.preserve_folio(pfn)
@@ -27,7 +27,7 @@ def prepared(machine: Machine) -> tuple[Kernel, int, int]:
 
 
 def boot_cold_with(machine: Machine, pfn: int, reason: str) -> None:
-    nxt = Kernel.boot(machine)
+    nxt = Kernel.boot(machine, KHO_V1)
     assert nxt.boot_report.kind == "cold"
     assert nxt.boot_report.reason is not None
     assert reason in nxt.boot_report.reason
@@ -89,7 +89,7 @@ def test_cyclic_map(machine: Machine) -> None:
 def test_handover_address_outside_ram(machine: Machine, root: int) -> None:
     prepared(machine)
     machine.handover.load(root % (1 << 63))
-    nxt = Kernel.boot(machine)
+    nxt = Kernel.boot(machine, KHO_V1)
     assert nxt.boot_report.kind == "cold"
     assert "outside RAM" in (nxt.boot_report.reason or "")
 
@@ -111,7 +111,7 @@ def test_fuzzed_handover_never_crashes(data: st.DataObject) -> None:
             at = data.draw(st.integers(0, 255))
             page[at] = data.draw(st.integers(0, 255))
         machine.memory.write(target >> 12, bytes(page))
-        nxt = Kernel.boot(machine)
+        nxt = Kernel.boot(machine, KHO_V1)
         if nxt.boot_report.kind == "kho":
             # whatever the damage, an accepted handover is self-consistent
             assert nxt.kho_in is not None
@@ -124,9 +124,9 @@ def test_fuzzed_handover_never_crashes(data: st.DataObject) -> None:
 
 def test_firmware_frames_in_the_map_boot_cold(machine: Machine) -> None:
     """A map marking the first MiB (firmware's) is rejected like one marking scratch."""
-    kernel = Kernel.cold_boot(machine)
+    kernel = Kernel.cold_boot(machine, KHO_V1)
     kernel.kho_out.preserved.add_folios([16], 0)  # behind the API's back: a forged map
     machine.handover.load(kernel.kho_out.finalize())
-    nxt = Kernel.boot(machine)
+    nxt = Kernel.boot(machine, KHO_V1)
     assert nxt.boot_report.kind == "cold"
     assert "firmware" in (nxt.boot_report.reason or "")

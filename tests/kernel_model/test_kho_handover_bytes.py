@@ -17,6 +17,8 @@ from luod.hw.memory import PAGE_SIZE
 from luod.kernel_model.fdt import decode_fdt
 from luod.kernel_model.kernel import Kernel
 
+from .conftest import KHO_V1
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,6 +40,7 @@ def test_a_fresh_process_finds_the_preserved_data(kernel: Kernel, tmp_path: Path
             "-m",
             "tests.kernel_model.boot_from_dump",
             str(tmp_path / "machine"),
+            KHO_V1.release,
             *specs,
         ],
         cwd=ROOT,
@@ -93,7 +96,7 @@ def test_dump_between_hops(kernel: Kernel, tmp_path: Path, hops: int) -> None:
         machine.handover.load(kernel.kho_out.finalize())
         machine.dump(tmp_path / f"hop{hop}")
         machine = Machine.load(tmp_path / f"hop{hop}")
-        kernel = Kernel.boot(machine)
+        kernel = Kernel.boot(machine, KHO_V1)
         assert kernel.kho_in is not None
         kernel.kho_in.restore_folio(pfn)
         kernel.kho_out.preserve_folio(pfn)

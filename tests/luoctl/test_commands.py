@@ -82,6 +82,54 @@ def test_kernel_show_and_write(daemon: FakeDaemon, luoctl: Luoctl) -> None:
     assert daemon.requests[-1].params == {"format": "memfd-v2", "enabled": True}
 
 
+def _cell(fmt: str | None, *, writes: bool = True, reason: str | None = None) -> dict[str, Any]:
+    return {"format": fmt, "formats": [fmt] if fmt else [], "writes": writes, "reason": reason}
+
+
+MATRIX: dict[str, Any] = {
+    "releases": ["6.19.0", "7.3.0"],
+    "types": ["kho", "luo", "memfd", "iommufd"],
+    "pairs": [
+        {
+            "from": a,
+            "to": b,
+            "compatible": a == b,
+            "refused": [] if a == b else ["kho"],
+            "types": {
+                "kho": _cell(f"kho-v{1 if a < '7' else 2}")
+                if a == b
+                else _cell(None, reason="kho: no"),
+                "luo": _cell("luo-v1"),
+                "memfd": _cell("memfd-v3" if a == b == "7.3.0" else "memfd-v1"),
+                "iommufd": _cell(None, writes=False, reason="writes none")
+                if a < "7"
+                else _cell("iommufd-v1"),
+            },
+        }
+        for a in ("6.19.0", "7.3.0")
+        for b in ("6.19.0", "7.3.0")
+    ],
+}
+
+
+def test_kernel_matrix(daemon: FakeDaemon, luoctl: Luoctl) -> None:
+    daemon.answers["kernel.matrix"] = Answer(result=MATRIX)
+    assert luoctl("kernel", "matrix", json=True).json() == MATRIX
+    assert daemon.requests[-1].params == {"targets": []}
+    run = luoctl("kernel", "matrix", "old.toml")
+    assert daemon.requests[-1].params == {"targets": ["old.toml"]}
+    assert run.code == 0 and run.err == ""
+    lines = run.out.splitlines()
+    assert lines[2].split() == ["FROM", "\\", "TO", "6.19.0", "7.3.0"]
+    assert lines[3].split() == ["6.19.0", "yes", "no"]
+    assert lines[4].split() == ["7.3.0", "no", "yes"]
+    rows = [line.split() for line in lines[7:]]
+    assert rows[0][:7] == ["6.19.0", "6.19.0", "yes", "v1", "v1", "v1", "-"]
+    assert rows[1][:7] == ["6.19.0", "7.3.0", "no", "NO", "v1", "v1", "-"]
+    assert rows[1][7:] == ["kho:", "no"]
+    assert rows[3][:7] == ["7.3.0", "7.3.0", "yes", "v2", "v1", "v3", "v1"]
+
+
 def test_session_commands(daemon: FakeDaemon, luoctl: Luoctl) -> None:
     daemon.answers["session.create"] = Answer(result={**SESSION_VM1, "files": []})
     run = luoctl("session", "create", "vm1", json=True)

@@ -23,6 +23,8 @@ COMMAND_LINES: list[tuple[list[str], str]] = [
     (["status"], "status"),
     (["kernel", "list"], "kernel.list"),
     (["kernel", "show", "6.19.0"], "kernel.show"),
+    (["kernel", "matrix"], "kernel.matrix"),
+    (["kernel", "matrix", "old.toml", "7.3.0"], "kernel.matrix"),
     (["kernel", "write", "memfd-v2", "off"], "kernel.write"),
     (["load", "7.0.0"], "load"),
     (["session", "create", "vm1"], "session.create"),

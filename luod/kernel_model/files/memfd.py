@@ -160,6 +160,22 @@ class _Runs(NamedTuple):
         return Extents.from_ranges(self.pfn, self.pfn + (self.cnt << order))
 
 
+def expand_runs(
+    idx: Int64Array, pfn: Int64Array, cnt: Int64Array, dirty: BoolArray, order: int
+) -> tuple[Int64Array, Int64Array, BoolArray]:
+    """Runs (first folio index, first pfn, folios, dirty) to one entry per folio:
+    (index, pfn, dirty), in the runs' order. Vectorised: no Python loop over folios."""
+    total = int(cnt.sum())
+    if not total:
+        return _EMPTY_I64.copy(), _EMPTY_I64.copy(), _EMPTY_BOOL.copy()
+    # A folio's index is its position in the expansion plus its run's (idx - start of the
+    # run in the expansion); its pfn is linear in its index within the run.
+    run_start = np.cumsum(cnt) - cnt
+    indices = np.arange(total, dtype=np.int64) + np.repeat(idx - run_start, cnt)
+    pfns = np.repeat(pfn - (idx << order), cnt) + (indices << order)
+    return indices, pfns, np.repeat(dirty, cnt)
+
+
 class MemfdFile(File):
     """A shmem-backed memfd in emulated RAM. Not thread-safe; the daemon serialises."""
 
@@ -582,7 +598,8 @@ class MemfdFile(File):
 
     def fill_holes(self) -> int:
         """Give every hole in [0, size) (rounded up to whole folios) a zeroed folio, as
-        memfd_pin_folios does at preserve; writes nothing and marks nothing dirty.
+        memfd_pin_folios does (the live-update handler calls it at prepare when the record
+        format is dense); writes nothing and marks nothing dirty.
         Returns the number of folios added; ENOMEM leaves the memfd as it was."""
         self._check_live()
         return self._populate(0, self._folios_covering(self.size), dirty=False)
@@ -595,15 +612,7 @@ class MemfdFile(File):
     def folio_arrays(self) -> tuple[Int64Array, Int64Array, BoolArray]:
         """One entry per folio, sorted by index: (index, pfn, dirty)."""
         r = self._runs
-        total = int(r.cnt.sum())
-        if not total:
-            return _EMPTY_I64.copy(), _EMPTY_I64.copy(), _EMPTY_BOOL.copy()
-        # A folio's index is its position in the expansion plus its run's (idx - start of
-        # the run in the expansion); its pfn is linear in its index within the run.
-        run_start = np.cumsum(r.cnt) - r.cnt
-        indices = np.arange(total, dtype=np.int64) + np.repeat(r.idx - run_start, r.cnt)
-        pfns = np.repeat(r.pfn - (r.idx << self.folio_order), r.cnt) + (indices << self.folio_order)
-        return indices, pfns, np.repeat(r.dirty, r.cnt)
+        return expand_runs(r.idx, r.pfn, r.cnt, r.dirty, self.folio_order)
 
     def adopt(self, indices: npt.ArrayLike, pfns: npt.ArrayLike, dirty: npt.ArrayLike) -> None:
         """Build the page cache of a fresh memfd from restored folios (one entry per folio,

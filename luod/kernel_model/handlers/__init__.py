@@ -18,17 +18,22 @@ from luod.kernel_model.handlers.devices_mem import (
 from luod.kernel_model.handlers.memfd import MemfdHandler
 from luod.kernel_model.luo.handler import FileHandler, Flb, KernelServices
 
+HANDLER_TYPES: tuple[type[FileHandler], ...] = (
+    MemfdHandler,
+    HugetlbMemfdHandler,
+    KvmVmHandler,
+    GuestMemfdHandler,
+    IommufdHandler,
+    VfioPciHandler,
+)
+"""Every handler the model has, in registration order; each names its file type, its
+record formats and its FLBs as class attributes (the compatibility matrix reads them
+without a kernel)."""
+
 
 def default_handlers(kernel: KernelServices) -> list[FileHandler]:
     """In registration order: the first whose can_preserve accepts a file wins."""
-    return [
-        MemfdHandler(kernel),
-        HugetlbMemfdHandler(kernel),
-        KvmVmHandler(kernel),
-        GuestMemfdHandler(kernel),
-        IommufdHandler(kernel),
-        VfioPciHandler(kernel),
-    ]
+    return [handler(kernel) for handler in HANDLER_TYPES]
 
 
 def default_flbs(kernel: KernelServices) -> list[tuple[str, Flb]]:

@@ -7,6 +7,9 @@
 - `guest_memfd` (`guest_memfd_luo_v1`): depends on its VM, preserved before it in the same
   session. Header {u64 size, u64 flags, u64 nr_folios, u64 vm token, u64 folios phys,
   u32 folio pages, u16 reserved, u16 folio order}, folio entries as memfd's.
+
+Both memfd-like records are dense, so their holes are filled at prepare (from the pool for
+a hugetlb memfd) exactly as for `memfd-v1`/`memfd-v2`: see `handlers.memfd`.
 """
 
 from __future__ import annotations
@@ -150,8 +153,8 @@ class GuestMemfdHandler(MemfdHandler):
         luo.outgoing_token(f.session, f.file.vm)  # ENOENT unless the VM came first
         super().preserve(f)
 
-    def freeze(self, f: OutgoingFile) -> None:
-        """guest_memfd has no file position: nothing moves between prepare and freeze."""
+    def refresh_pos(self, f: OutgoingFile, state: _Preserved) -> None:
+        """guest_memfd has no file position (its header starts with the size)."""
 
     def pack_header(
         self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved

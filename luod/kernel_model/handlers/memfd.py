@@ -1,18 +1,45 @@
-"""The memfd handler (`mm/memfd_luo.c`): formats `memfd-v1` and `memfd-v2`.
+"""The memfd handler (`mm/memfd_luo.c`): formats `memfd-v1`, `memfd-v2` and `memfd-v3`.
 
-preserve: freeze the mapping (size changes and hole punching get EPERM; writes inside the
-size still land), fill every hole (frames assigned, nothing written), preserve each folio
-through KHO. prepare: write the record in the negotiated format. freeze: refresh `pos`.
-retrieve: restore every folio and build a fresh memfd with size, pos and data (and seals,
-from `memfd-v2` only). finish of a never-retrieved memfd: its folios are freed.
+Lifecycle:
+- preserve: freeze the mapping (size changes, fallocate and hole punching get EPERM;
+  writes inside the size still land) and KHO-preserve every *populated* folio. Holes are
+  left alone: whether they must be filled depends on the record format, which is only
+  known once the next kernel is (negotiation happens at prepare).
+- prepare: for a dense format (v1, v2: one entry per folio, so every page of the file must
+  have a folio), fill every hole with a zeroed folio, as Linux's memfd_pin_folios does;
+  for the sparse-aware v3, leave holes as holes. Then KHO-preserve every folio not yet
+  preserved (the filled holes, and folios a write allocated in a hole after preserve)
+  and write the record.
+- freeze: refresh `pos`. If a write has populated a hole since prepare (possible only under
+  v3, where holes remain), preserve the new folios and rewrite the record in place first,
+  so nothing written before the freeze is lost (after it the workload is paused; a folio
+  a write allocates then is not preserved).
+- cancel: free the record and unpreserve what prepare and freeze added. Filled holes stay
+  allocated (zeroed) in the memfd, as pinned pages would in Linux.
+- retrieve: restore every listed folio and build a fresh memfd with size, pos, data (and
+  seals, from v2 on). Under v3 the holes of the old file are holes of the new one.
+- finish of a never-retrieved memfd: its folios are freed.
+
+Timing change against Linux 6.19 (reference scenario 33 says holes are filled at
+preserve): this model fills them at prepare, when the format is known. After the kexec the
+two are indistinguishable under v1 and v2 (the holes read zero and are backed by folios);
+the difference is visible only before prepare, as resident memory.
 
 Record (little-endian, in preserved pages; `data` is the header's physical address):
   memfd-v1 header: u64 pos, u64 size, u64 nr_folios, u64 folios phys, u32 folio pages,
                    u16 reserved, u16 folio order                               (40 bytes)
   memfd-v2 header: u64 pos, u64 size, u32 seals, u32 flags, u64 nr_folios,
                    u64 folios phys, u32 folio pages, u16 reserved, u16 folio order (48 bytes)
-  folio entry:     u64 pfn (52 bits) | flags << 52 (DIRTY=1, UPTODATE=2), u64 index
-The folio order field is this emulation's: Linux reads a folio's order from the page.
+  memfd-v3 header: u64 pos, u64 size, u32 seals, u32 flags, u64 nr_extents,
+                   u64 extents phys, u32 extent pages, u16 reserved, u16 folio order,
+                   u64 populated pages (the sum of the extents' npages)         (56 bytes)
+  folio entry (v1, v2): u64 pfn (52 bits) | flags << 52 (DIRTY=1, UPTODATE=2), u64 index
+  extent entry (v3):    u64 first page index, u64 pfn (52 bits) | flags << 52,
+                        u64 npages; index, pfn and npages are multiples of the folio
+                        size in pages, and one extent is physically contiguous     (24 bytes)
+A dense record of a 1 TiB memfd in 4 KiB folios is 4 GiB whatever was written; a sparse
+one is 24 bytes per populated extent. The folio order field is this emulation's: Linux
+reads a folio's order from the page.
 """
 
 from __future__ import annotations
@@ -28,16 +55,22 @@ from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.base import File
-from luod.kernel_model.files.memfd import MemfdFile, Seal
+from luod.kernel_model.files.memfd import MemfdFile, Seal, expand_runs
 from luod.kernel_model.luo.handler import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
 from luod.kernel_model.mm import FolioSource
 
 V1 = "memfd-v1"
 V2 = "memfd-v2"
+V3 = "memfd-v3"
+SPARSE_FORMATS = frozenset({V3})
+SEALED_FORMATS = frozenset({V2, V3})
 HEADER_V1 = struct.Struct("<QQQQIHH")
 HEADER_V2 = struct.Struct("<QQIIQQIHH")
+HEADER_V3 = struct.Struct("<QQIIQQIHHQ")
 ENTRY_BYTES = 16
+EXTENT_BYTES = 24
 PFN_BITS = 52
+PFN_MASK = (1 << PFN_BITS) - 1
 FOLIO_DIRTY = 1
 FOLIO_UPTODATE = 2
 FLAG_ALLOW_SEALING = 1
@@ -45,10 +78,16 @@ FLAG_ALLOW_SEALING = 1
 
 @attrs.define
 class _Preserved:
-    runs: list[tuple[int, int]]  # (first pfn, folios): what KHO holds
+    """The handler's runtime state of one preserved memfd (`OutgoingFile.private`)."""
+
     order: int
+    runs: list[tuple[int, int]]  # (first pfn, folios) KHO-preserved at preserve
+    held: Extents  # every frame KHO holds for this file: `runs` plus `added`
+    added: list[tuple[int, int]] = attrs.field(factory=list)  # by prepare/freeze; cancel drops
+    compatible: str | None = None  # the record's format, from prepare to cancel
+    populated: int = 0  # folios the record lists
     header_pfn: int | None = None
-    folio_pfn: int | None = None
+    folio_pfn: int | None = None  # the entry table (folios or extents)
     folio_pages: int = 0
 
 
@@ -77,59 +116,106 @@ def _merge_runs(pfns: np.ndarray, counts: np.ndarray, order: int) -> list[tuple[
     return sorted(out)
 
 
+def _frames(memfd: MemfdFile) -> Extents:
+    _, pfns, counts, _ = memfd.folio_runs()
+    return Extents.from_ranges(pfns, pfns + (counts << memfd.folio_order))
+
+
 class MemfdHandler(FileHandler):
     file_type = "memfd"
-    formats: ClassVar[tuple[str, ...]] = (V2, V1)
+    formats: ClassVar[tuple[str, ...]] = (V3, V2, V1)
 
     def can_preserve(self, file: File) -> bool:
         return type(file) is MemfdFile
+
+    def sparse(self, compatible: str) -> bool:
+        """Does this record format list populated extents only (holes stay holes)?"""
+        return compatible in SPARSE_FORMATS
 
     def preserve(self, f: OutgoingFile) -> None:
         memfd = f.file
         assert isinstance(memfd, MemfdFile)
         memfd.freeze_mapping()
         try:
-            memfd.fill_holes()
             _, pfns, counts, _ = memfd.folio_runs()
             runs = _merge_runs(pfns, counts, memfd.folio_order)
             self.kernel.kho_out.preserve_folio_runs(runs, memfd.folio_order)
         except BaseException:
             memfd.unfreeze_mapping()
             raise
-        f.private = _Preserved(runs, memfd.folio_order)
+        f.private = _Preserved(memfd.folio_order, runs, _frames(memfd))
 
     def unpreserve(self, f: OutgoingFile) -> None:
         state: _Preserved = f.private
-        self.kernel.kho_out.unpreserve_folio_runs(state.runs, state.order)
+        kho = self.kernel.kho_out
+        kho.unpreserve_folio_runs(state.runs, state.order)
+        if state.added:  # only if a prepare was never cancelled: cancel gives them back
+            kho.unpreserve_folio_runs(state.added, state.order)
         assert isinstance(f.file, MemfdFile)
         f.file.unfreeze_mapping()
+
+    def _catch_up(self, memfd: MemfdFile, state: _Preserved) -> None:
+        """KHO-preserve every folio of the page cache that KHO does not hold yet. The
+        mapping is frozen, so folios only ever appear (filled or written holes), never go."""
+        new = _frames(memfd) - state.held
+        if not new:
+            return
+        runs = [(start, (end - start) >> state.order) for start, end in new]
+        self.kernel.kho_out.preserve_folio_runs(runs, state.order)
+        state.added += runs
+        state.held = state.held | new
 
     def prepare(self, f: OutgoingFile, compatible: str) -> int:
         memfd, state = f.file, f.private
         assert isinstance(memfd, MemfdFile) and isinstance(state, _Preserved)
-        kho, memory = self.kernel.kho_out, self.kernel.memory
-        indices, pfns, dirty = memfd.folio_arrays()
-        entries = np.empty((indices.size, 2), dtype="<u8")
-        flags = np.where(
-            dirty,
-            np.uint64((FOLIO_DIRTY | FOLIO_UPTODATE) << PFN_BITS),
-            np.uint64(FOLIO_UPTODATE << PFN_BITS),
-        )
-        np.bitwise_or(pfns.view(np.uint64), flags, out=entries[:, 0])
-        entries[:, 1] = indices.view(np.uint64)
-        if indices.size:
-            state.folio_pages = -(-indices.size * ENTRY_BYTES // PAGE_SIZE)
-            state.folio_pfn = kho.alloc_preserved(state.folio_pages)
-            memory.write(state.folio_pfn, entries.data.cast("B"))
-        folios_phys = (state.folio_pfn or 0) << PAGE_SHIFT
-        header = self.pack_header(f, compatible, indices.size, folios_phys, state)
+        state.compatible = compatible
         try:
-            state.header_pfn = kho.alloc_preserved(1)
+            if not self.sparse(compatible):
+                memfd.fill_holes()  # a dense record has an entry for every folio of the size
+            self._catch_up(memfd, state)
+            state.header_pfn = self.kernel.kho_out.alloc_preserved(1)
+            self._write_record(f, state)
         except BaseException:
             self.cancel(f)
             raise
-        memory.write(state.header_pfn, header)
         return state.header_pfn << PAGE_SHIFT
+
+    def _write_record(self, f: OutgoingFile, state: _Preserved) -> None:
+        """(Re)write the entry table and the header, whose page stays where it is: the
+        LUO file table points at it."""
+        memfd = f.file
+        assert isinstance(memfd, MemfdFile) and state.compatible is not None
+        assert state.header_pfn is not None
+        kho, memory = self.kernel.kho_out, self.kernel.memory
+        if state.folio_pfn is not None:
+            kho.free_preserved(state.folio_pfn, state.folio_pages)
+            state.folio_pfn, state.folio_pages = None, 0
+        table = self._entries(memfd, state.compatible)
+        if table.size:
+            state.folio_pages = -(-table.nbytes // PAGE_SIZE)
+            state.folio_pfn = kho.alloc_preserved(state.folio_pages)
+            memory.write(state.folio_pfn, table.data.cast("B"))
+        state.populated = memfd.populated_folios()
+        folios_phys = (state.folio_pfn or 0) << PAGE_SHIFT
+        header = self.pack_header(f, state.compatible, table.shape[0], folios_phys, state)
+        memory.write(state.header_pfn, header.ljust(PAGE_SIZE, b"\0"))
+
+    def _entries(self, memfd: MemfdFile, compatible: str) -> np.ndarray:
+        """The entry table: (folios, 2) dense entries or (extents, 3) sparse ones, u64."""
+        clean = np.uint64(FOLIO_UPTODATE << PFN_BITS)
+        written = np.uint64((FOLIO_DIRTY | FOLIO_UPTODATE) << PFN_BITS)
+        if self.sparse(compatible):
+            idx, pfns, counts, dirty = memfd.folio_runs()
+            extents = np.empty((idx.size, 3), dtype="<u8")
+            extents[:, 0] = (idx << memfd.folio_order).view(np.uint64)
+            np.bitwise_or(pfns.view(np.uint64), np.where(dirty, written, clean), out=extents[:, 1])
+            extents[:, 2] = (counts << memfd.folio_order).view(np.uint64)
+            return extents
+        indices, pfns, dirty = memfd.folio_arrays()
+        entries = np.empty((indices.size, 2), dtype="<u8")
+        np.bitwise_or(pfns.view(np.uint64), np.where(dirty, written, clean), out=entries[:, 0])
+        entries[:, 1] = indices.view(np.uint64)
+        return entries
 
     def pack_header(
         self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved
@@ -140,7 +226,7 @@ class MemfdHandler(FileHandler):
             return HEADER_V1.pack(
                 memfd.pos, memfd.size, nr, folios_phys, state.folio_pages, 0, state.order
             )
-        return HEADER_V2.pack(
+        fields = (
             memfd.pos,
             memfd.size,
             memfd.seals.value,
@@ -151,10 +237,19 @@ class MemfdHandler(FileHandler):
             0,
             state.order,
         )
+        if compatible == V3:
+            return HEADER_V3.pack(*fields, state.populated << state.order)
+        return HEADER_V2.pack(*fields)
 
     def parse_header(self, compatible: str, raw: bytes) -> dict[str, int]:
-        """pos, size, seals, flags, nr, folios_phys, folio_pages, order (+ extra fields)."""
-        if compatible == V2:
+        """pos, size, seals, flags, nr, folios_phys, folio_pages, order (+ extra fields);
+        under v3 `nr`, `folios_phys` and `folio_pages` describe the extent table."""
+        populated = -1
+        if compatible == V3:
+            pos, size, seals, flags, n, fphys, fpages, _, order, populated = HEADER_V3.unpack_from(
+                raw
+            )
+        elif compatible == V2:
             pos, size, seals, flags, n, fphys, fpages, _, order = HEADER_V2.unpack_from(raw)
         else:
             pos, size, n, fphys, fpages, _, order = HEADER_V1.unpack_from(raw)
@@ -168,6 +263,7 @@ class MemfdHandler(FileHandler):
             "folios_phys": fphys,
             "folio_pages": fpages,
             "order": order,
+            "populated": populated,
         }
 
     def folio_source(self, record: _Record) -> FolioSource:
@@ -182,7 +278,7 @@ class MemfdHandler(FileHandler):
             allow_sealing=f.compatible == V1 or bool(record.flags & FLAG_ALLOW_SEALING),
         )
         memfd.pos = record.pos
-        if f.compatible == V2:
+        if f.compatible in SEALED_FORMATS:
             memfd.seals = Seal(record.seals)
         return memfd
 
@@ -195,10 +291,27 @@ class MemfdHandler(FileHandler):
         if state.folio_pfn is not None:
             kho.free_preserved(state.folio_pfn, state.folio_pages)
             state.folio_pfn, state.folio_pages = None, 0
+        if state.added:
+            kho.unpreserve_folio_runs(state.added, state.order)
+            state.added = []
+            state.held = Extents.from_ranges(
+                [p for p, _ in state.runs], [p + (n << state.order) for p, n in state.runs]
+            )
+        state.compatible, state.populated = None, 0
 
     def freeze(self, f: OutgoingFile) -> None:
-        """Only `pos` may have moved since prepare."""
+        """Catch up with holes written since prepare, then refresh `pos`."""
         state: _Preserved = f.private
+        memfd = f.file
+        assert isinstance(memfd, MemfdFile) and state.header_pfn is not None
+        if memfd.populated_folios() != state.populated:
+            self._catch_up(memfd, state)
+            self._write_record(f, state)  # pos included
+            return
+        self.refresh_pos(f, state)
+
+    def refresh_pos(self, f: OutgoingFile, state: _Preserved) -> None:
+        """Only `pos` may have moved since prepare: it leads every memfd header."""
         assert isinstance(f.file, MemfdFile) and state.header_pfn is not None
         self.kernel.memory.write(state.header_pfn, struct.pack("<Q", f.file.pos))
 
@@ -218,23 +331,33 @@ class MemfdHandler(FileHandler):
         assert kho_in is not None
         if f.data % PAGE_SIZE or not 0 < f.data < memory.size_bytes:
             raise self._corrupt(f, f"header address {f.data:#x} is invalid")
+        sparse = self.sparse(f.compatible)
+        entry_bytes = EXTENT_BYTES if sparse else ENTRY_BYTES
         pages: list[tuple[int, int]] = []
         try:
             kho_in.restore_pages(f.data >> PAGE_SHIFT, 1)
             pages.append((f.data >> PAGE_SHIFT, 1))
             header = self.parse_header(f.compatible, memory.read_at(f.data, 128))
             n, folios_phys, fpages = header["nr"], header["folios_phys"], header["folio_pages"]
-            if n * ENTRY_BYTES > fpages * PAGE_SIZE or (n and folios_phys % PAGE_SIZE):
-                raise self._corrupt(f, "folio array size or address is inconsistent")
+            if n * entry_bytes > fpages * PAGE_SIZE or (n and folios_phys % PAGE_SIZE):
+                raise self._corrupt(f, "entry table size or address is inconsistent")
+            raw = np.zeros(0, dtype="<u8")
             if n:
                 if folios_phys + fpages * PAGE_SIZE > memory.size_bytes:
-                    raise self._corrupt(f, "folio array lies outside RAM")
+                    raise self._corrupt(f, "entry table lies outside RAM")
                 kho_in.restore_pages(folios_phys >> PAGE_SHIFT, fpages)
                 pages.append((folios_phys >> PAGE_SHIFT, fpages))
-                entries = np.frombuffer(memory.read_at(folios_phys, n * ENTRY_BYTES), dtype="<u8")
-                entries = entries.reshape(-1, 2)
+                raw = np.frombuffer(memory.read_at(folios_phys, n * entry_bytes), dtype="<u8")
+            order = header["order"]
+            if sparse:
+                indices, pfns, dirty = self._expand_extents(f, raw.reshape(-1, 3), header)
             else:
-                entries = np.zeros((0, 2), dtype="<u8")
+                entries = raw.reshape(-1, 2)
+                indices = entries[:, 1].view(np.int64)
+                pfns = (entries[:, 0] & np.uint64(PFN_MASK)).view(np.int64)
+                dirty = ((entries[:, 0] >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(
+                    bool
+                )
         except KernelError:
             for pfn, count in pages:
                 self.kernel.mm.free_extent(pfn, count)
@@ -244,15 +367,44 @@ class MemfdHandler(FileHandler):
             size=header["size"],
             seals=header["seals"],
             flags=header["flags"],
-            order=header["order"],
+            order=order,
             extra=header,
-            indices=entries[:, 1].view(np.int64),
-            pfns=(entries[:, 0] & np.uint64((1 << PFN_BITS) - 1)).view(np.int64),
-            dirty=((entries[:, 0] >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(bool),
+            indices=indices,
+            pfns=pfns,
+            dirty=dirty,
             pages=tuple(pages),
         )
         f.private = record
         return record
+
+    def _expand_extents(
+        self, f: IncomingFile, extents: np.ndarray, header: dict[str, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """v3 extents to one entry per populated folio, checked before anything is sized
+        from them (a hostile count must not make the kernel allocate terabytes)."""
+        order = header["order"]
+        step = np.uint64((1 << order) - 1)
+        first, word, npages = extents[:, 0], extents[:, 1], extents[:, 2]
+        pfn = word & np.uint64(PFN_MASK)
+        if ((first | pfn | npages) & step).any():
+            raise self._corrupt(f, f"an extent is not aligned to folio order {order}")
+        if (npages == 0).any():
+            raise self._corrupt(f, "an extent is empty")
+        if (npages > np.uint64(self.kernel.memory.frames)).any():
+            raise self._corrupt(f, "an extent is larger than RAM")
+        total = int(npages.sum(dtype=np.uint64)) if npages.size else 0
+        if total != header["populated"] or total > self.kernel.memory.frames:
+            raise self._corrupt(
+                f, f"extents cover {total} pages, the header says {header['populated']}"
+            )
+        dirty = ((word >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(bool)
+        return expand_runs(
+            (first >> np.uint64(order)).view(np.int64),
+            pfn.view(np.int64),
+            (npages >> np.uint64(order)).view(np.int64),
+            dirty,
+            order,
+        )
 
     def _free_record_pages(self, record: _Record) -> None:
         for pfn, count in record.pages:

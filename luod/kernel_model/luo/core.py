@@ -366,7 +366,7 @@ class Luo:
         """Each layer the next kernel must read, with the formats implemented for it."""
         layers: dict[str, list[str]] = {
             catalog.KHO: catalog_formats(catalog.KHO),
-            catalog.LUO: [serialize.COMPATIBLE],
+            catalog.LUO: list(serialize.ROOT_FORMATS),
         }
         for f in self._files():
             layers[f.handler.layer] = list(f.handler.formats)
@@ -402,6 +402,7 @@ class Luo:
                     for s in self.outgoing.values()
                 ],
                 [FlbRecord(c, s.data, s.count) for c, s in self._out_flbs.items()],
+                compatible=chosen[catalog.LUO],
                 session_pages=16 if limits.max_sessions is not None else None,
                 file_pages=2 if limits.max_files_per_session is not None else None,
             )

@@ -1,12 +1,23 @@
-"""LUO's handover in emulated memory, format `luo-v1` (Linux 6.19).
+"""LUO's handover in emulated memory: the LUO root, in the negotiated format, and the
+session, file and FLB tables it points to.
 
-The KHO subtree "LUO" holds a flattened device tree:
+The KHO subtree "LUO" holds the root. Root formats are registered in `ROOT_FORMATS`, one
+per `compatible` (the LUO layer of negotiation: `prepare` writes the one chosen for the
+target, and the next kernel reads it if its image lists it):
+- `luo-v1` (Linux 6.19), this module: a flattened device tree
 
     / { compatible = "luo-v1"; liveupdate-number = <u64>;
         luo-session { compatible = "luo-session-v1"; luo-session-header = <u64 phys>; };
         luo-flb { compatible = "luo-flb-v1"; luo-flb-header = <u64 phys>; }; };
 
-Tables (little-endian, in preserved pages):
+- `luo-v2` (2026): a raw `struct luo_ser` with an embedded compatible, the session and FLB
+  nodes folded into it (layout in `serialize_v2`).
+
+A root's format is recognised from its bytes alone (`root_compatible`: an FDT's
+`compatible` property, or the string a raw struct starts with), since the next kernel has
+nothing else to go on; a root whose format it does not read panics it.
+
+Tables (little-endian, in preserved pages), the same under both roots:
 - sessions: {u64 count} then 88-byte entries {char name[64]; u64 files phys; u64 files
   count; u64 files pages};
 - files of one session: 64-byte entries {char compatible[48]; u64 data; u64 token};
@@ -20,14 +31,15 @@ fail with EIO). Table pages are freed once read; file records belong to their ha
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
-from luod.kernel_model.fdt import FdtError, FdtNode, decode_fdt, encode_fdt
+from luod.kernel_model.fdt import FDT_MAGIC, FdtError, FdtNode, decode_fdt, encode_fdt
 from luod.kernel_model.kho.incoming import KhoIn
 from luod.kernel_model.kho.outgoing import KhoOut
+from luod.kernel_model.luo import serialize_v2
 
 SUBTREE = "LUO"
 COMPATIBLE = "luo-v1"
@@ -72,6 +84,7 @@ class FlbRecord:
 
 @attrs.frozen
 class IncomingRoot:
+    compatible: str
     liveupdate_number: int
     sessions_phys: int
     flbs_phys: int
@@ -89,6 +102,69 @@ def _fixed(text: str, length: int) -> bytes:
     return raw
 
 
+# -- root formats ----------------------------------------------------------------------------
+
+
+def _encode_v1(number: int, sessions_phys: int, flbs_phys: int) -> bytes:
+    root = FdtNode("")
+    root.set_str("compatible", COMPATIBLE)
+    root.set_u64("liveupdate-number", number)
+    node = root.add_child("luo-session")
+    node.set_str("compatible", SESSION_COMPATIBLE)
+    node.set_u64("luo-session-header", sessions_phys)
+    node = root.add_child("luo-flb")
+    node.set_str("compatible", FLB_COMPATIBLE)
+    node.set_u64("luo-flb-header", flbs_phys)
+    return encode_fdt(root)
+
+
+def _decode_v1(blob: bytes) -> tuple[int, int, int]:
+    tree = decode_fdt(blob, max_size=_pages(len(blob)) * PAGE_SIZE)
+    sessions = tree.child("luo-session")
+    flbs = tree.child("luo-flb")
+    if sessions is None or flbs is None:
+        raise LuoRootUnreadable("LUO root lacks its luo-session or luo-flb node")
+    if sessions.get_str("compatible") != SESSION_COMPATIBLE:
+        raise LuoRootUnreadable("LUO session node has an unknown compatible")
+    if flbs.get_str("compatible") != FLB_COMPATIBLE:
+        raise LuoRootUnreadable("LUO FLB node has an unknown compatible")
+    return (
+        tree.get_u64("liveupdate-number"),
+        sessions.get_u64("luo-session-header"),
+        flbs.get_u64("luo-flb-header"),
+    )
+
+
+@attrs.frozen
+class RootFormat:
+    """A LUO root format: (number, sessions phys, flbs phys) to bytes and back. `decode`
+    raises ValueError (FdtError, RootCorrupt) or LuoRootUnreadable on bad bytes."""
+
+    compatible: str
+    encode: Callable[[int, int, int], bytes]
+    decode: Callable[[bytes], tuple[int, int, int]]
+
+
+ROOT_FORMATS: dict[str, RootFormat] = {
+    f.compatible: f
+    for f in (
+        RootFormat(COMPATIBLE, _encode_v1, _decode_v1),
+        RootFormat(serialize_v2.COMPATIBLE, serialize_v2.encode, serialize_v2.decode),
+    )
+}
+
+
+def root_compatible(blob: bytes) -> str | None:
+    """The format a LUO root's bytes claim: an FDT's `compatible`, or the string a raw
+    struct starts with; None when they claim nothing recognisable."""
+    if blob[:4] == FDT_MAGIC.to_bytes(4, "big"):
+        try:
+            return decode_fdt(blob, max_size=_pages(len(blob)) * PAGE_SIZE).get_str("compatible")
+        except FdtError:
+            return None
+    return serialize_v2.embedded_compatible(blob)
+
+
 @attrs.define
 class WrittenLuo:
     """What `write` allocated, so that a cancel can give it back."""
@@ -103,12 +179,15 @@ def write(
     sessions: Sequence[SessionRecord],
     flbs: Sequence[FlbRecord],
     *,
+    compatible: str = COMPATIBLE,
     session_pages: int | None = None,
     file_pages: int | None = None,
 ) -> WrittenLuo:
-    """Write every table and the root, and add the "LUO" KHO subtree. All or nothing.
+    """Write every table and the root in format `compatible`, and add the "LUO" KHO
+    subtree. All or nothing.
 
     `session_pages`/`file_pages` fix the table sizes as 6.19 does (None: as needed)."""
+    root_format = ROOT_FORMATS[compatible]
     written = WrittenLuo()
 
     def alloc(npages: int) -> int:
@@ -143,16 +222,7 @@ def write(
         flbs_pfn = alloc(flb_pages)
         memory.write(flbs_pfn, FLB_HEADER.pack(flb_pages, len(flbs)) + flb_body)
 
-        root = FdtNode("")
-        root.set_str("compatible", COMPATIBLE)
-        root.set_u64("liveupdate-number", number)
-        node = root.add_child("luo-session")
-        node.set_str("compatible", SESSION_COMPATIBLE)
-        node.set_u64("luo-session-header", sessions_pfn << PAGE_SHIFT)
-        node = root.add_child("luo-flb")
-        node.set_str("compatible", FLB_COMPATIBLE)
-        node.set_u64("luo-flb-header", flbs_pfn << PAGE_SHIFT)
-        blob = encode_fdt(root)
+        blob = root_format.encode(number, sessions_pfn << PAGE_SHIFT, flbs_pfn << PAGE_SHIFT)
         root_pfn = alloc(_pages(len(blob)))
         memory.write(root_pfn, blob)
         kho.add_subtree(SUBTREE, root_pfn << PAGE_SHIFT, len(blob))
@@ -190,34 +260,31 @@ def read_root(
 ) -> IncomingRoot | None:
     """Early boot: the LUO root, or None when the previous kernel handed none over.
 
-    Raises LuoRootUnreadable for a root this kernel cannot read."""
+    Raises LuoRootUnreadable for a root this kernel cannot read: a format it does not
+    list in `readable`, or bytes its reader refuses."""
     if SUBTREE not in kho_in.subtrees:
         return None
     phys, size = kho_in.subtrees[SUBTREE]
     try:
         pfn, npages = _restore(kho_in, phys, size, "LUO root")
-        tree = decode_fdt(memory.read_at(phys, size), max_size=npages * PAGE_SIZE)
-        compatible = tree.get_str("compatible")
-        if compatible not in readable or compatible != COMPATIBLE:
-            raise LuoRootUnreadable(
-                f"LUO root is {compatible!r}, this kernel reads {sorted(readable)}"
-            )
-        sessions = tree.child("luo-session")
-        flbs = tree.child("luo-flb")
-        if sessions is None or flbs is None:
-            raise LuoRootUnreadable("LUO root lacks its luo-session or luo-flb node")
-        if sessions.get_str("compatible") != SESSION_COMPATIBLE:
-            raise LuoRootUnreadable("LUO session node has an unknown compatible")
-        if flbs.get_str("compatible") != FLB_COMPATIBLE:
-            raise LuoRootUnreadable("LUO FLB node has an unknown compatible")
-        return IncomingRoot(
-            liveupdate_number=tree.get_u64("liveupdate-number"),
-            sessions_phys=sessions.get_u64("luo-session-header"),
-            flbs_phys=flbs.get_u64("luo-flb-header"),
-            pages=(pfn, npages),
-        )
-    except (FdtError, LuoTablesCorrupt) as exc:
+    except LuoTablesCorrupt as exc:
         raise LuoRootUnreadable(f"LUO root is corrupt: {exc}") from exc
+    blob = memory.read_at(phys, size)
+    compatible = root_compatible(blob)
+    if compatible is None or compatible not in readable or compatible not in ROOT_FORMATS:
+        claimed = "unrecognisable" if compatible is None else repr(compatible)
+        raise LuoRootUnreadable(f"LUO root is {claimed}, this kernel reads {sorted(readable)}")
+    try:
+        number, sessions_phys, flbs_phys = ROOT_FORMATS[compatible].decode(blob)
+    except ValueError as exc:  # FdtError, RootCorrupt
+        raise LuoRootUnreadable(f"LUO root is corrupt: {exc}") from exc
+    return IncomingRoot(
+        compatible=compatible,
+        liveupdate_number=number,
+        sessions_phys=sessions_phys,
+        flbs_phys=flbs_phys,
+        pages=(pfn, npages),
+    )
 
 
 def _text(raw: bytes, what: str) -> str:

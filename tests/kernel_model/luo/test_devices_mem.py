@@ -38,8 +38,12 @@ def test_hugetlb_memfd_survives_and_pools_come_back(devkernel: Kernel) -> None:
     assert pool2m.free == 63  # only the written page is populated so far
     luo = kernel.liveupdate()
     luo.preserve(luo.create_session("vm"), 1, memfd)
-    assert pool2m.free == 60, "holes are filled from the pool at preserve"
+    assert pool2m.free == 63, "preserve pins what is populated and leaves holes alone"
     assert luo.outgoing_flbs() == {"hugetlb-v1": 1}
+    kernel.prepare()
+    assert pool2m.free == 60, "the dense hugetlb-memfd-v1 record has holes filled at prepare"
+    kernel.cancel()
+    assert pool2m.free == 60  # filled holes stay in the memfd (unpreserved again)
     nxt = update(kernel)
     luo = nxt.liveupdate()
     got = luo.retrieve_file(luo.retrieve_session("vm"), 1)

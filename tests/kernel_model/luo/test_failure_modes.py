@@ -6,12 +6,18 @@ from __future__ import annotations
 import pytest
 
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.images import KernelImage, parse_image
+from luod.kernel_model.images import KernelImage, parse_image, resolve
 from luod.kernel_model.kernel import Kernel
 
 from .conftest import new_memfd
 
-FULL = ["kho-v1", "luo-v1", "memfd-v1", "memfd-v2"]
+# What each generation's kernel writes for a memfd update into itself: the 2025 formats
+# (7.1.0) and the 2026 ones (7.3.0: kho-v2 radix map, luo-v2 luo_ser root, memfd-v3).
+WRITES = {
+    "7.1.0": {"kho": "kho-v1", "luo": "luo-v1", "memfd": "memfd-v2"},
+    "7.3.0": {"kho": "kho-v2", "luo": "luo-v2", "memfd": "memfd-v3"},
+}
+generations = pytest.mark.parametrize("release", sorted(WRITES))
 
 
 def image(release: str, reads: list[str]) -> KernelImage:
@@ -31,34 +37,45 @@ def image(release: str, reads: list[str]) -> KernelImage:
     )
 
 
-def frozen_with_memfd(kernel: Kernel) -> tuple[Kernel, int]:
+def frozen_with_memfd(kernel: Kernel, release: str) -> tuple[Kernel, int]:
+    kernel = Kernel.cold_boot(kernel.machine, resolve(release), kernel.config)
     luo = kernel.liveupdate()
     memfd = new_memfd(kernel, b"precious")
     luo.preserve(luo.create_session("s"), 1, memfd)
     pfn = int(memfd.folio_arrays()[1][0])
     kernel.prepare()
     kernel.freeze()
+    assert luo.formats["kho"] == WRITES[release]["kho"]
+    assert luo.formats["luo"] == WRITES[release]["luo"]
     return kernel, pfn
 
 
-def test_unreadable_kho_root_boots_cold(kernel: Kernel) -> None:
-    kernel, pfn = frozen_with_memfd(kernel)
-    kernel.luo.target = image("no-kho", ["luo-v1", "memfd-v2"])  # type: ignore[union-attr]
+@generations
+def test_unreadable_kho_root_boots_cold(kernel: Kernel, release: str) -> None:
+    kernel, pfn = frozen_with_memfd(kernel, release)
+    writes = WRITES[release]
+    target = image("no-kho", [writes["luo"], writes["memfd"]])
+    kernel.luo.target = target  # type: ignore[union-attr]
     nxt = kernel.kexec()
     assert nxt.boot_report.kind == "cold"
-    assert "kho-v1" in (nxt.boot_report.reason or "")
+    assert writes["kho"] in (nxt.boot_report.reason or "")
     assert nxt.state == "normal"
     nxt.liveupdate().open_device()
     assert not nxt.liveupdate().incoming
     assert nxt.memory.read(pfn)[:8] == bytes(8)
 
 
-def test_unreadable_luo_root_panics(kernel: Kernel) -> None:
-    kernel, _ = frozen_with_memfd(kernel)
-    kernel.luo.target = image("no-luo", ["kho-v1", "memfd-v2"])  # type: ignore[union-attr]
+@generations
+def test_unreadable_luo_root_panics(kernel: Kernel, release: str) -> None:
+    kernel, _ = frozen_with_memfd(kernel, release)
+    writes = WRITES[release]
+    # the other generation's root only: a luo-v1 reader gets a raw struct, a luo-v2
+    # reader an FDT; both panic naming what they found
+    other = "luo-v2" if writes["luo"] == "luo-v1" else "luo-v1"
+    kernel.luo.target = image("no-luo", [writes["kho"], other, writes["memfd"]])  # type: ignore[union-attr]
     nxt = kernel.kexec()
     assert nxt.state == "panicked"
-    assert nxt.panicked and "luo-v1" in nxt.panicked
+    assert nxt.panicked and f"'{writes['luo']}'" in nxt.panicked and other in nxt.panicked
     with pytest.raises(KernelError) as info:
         nxt.liveupdate()
     assert info.value.errno_name == "EIO"
@@ -66,16 +83,18 @@ def test_unreadable_luo_root_panics(kernel: Kernel) -> None:
     assert recovered.state == "normal"
 
 
-def test_unknown_file_format_makes_every_open_fail(kernel: Kernel) -> None:
-    kernel, _ = frozen_with_memfd(kernel)
-    kernel.luo.target = image("no-memfd", ["kho-v1", "luo-v1"])  # type: ignore[union-attr]
+@generations
+def test_unknown_file_format_makes_every_open_fail(kernel: Kernel, release: str) -> None:
+    kernel, _ = frozen_with_memfd(kernel, release)
+    writes = WRITES[release]
+    kernel.luo.target = image("no-memfd", [writes["kho"], writes["luo"]])  # type: ignore[union-attr]
     nxt = kernel.kexec()
     luo = nxt.liveupdate()
     for _ in range(2):
         with pytest.raises(KernelError) as info:
             luo.open_device()
         assert info.value.errno_name == "EIO"
-        assert "memfd-v2" in info.value.message
+        assert writes["memfd"] in info.value.message
     with pytest.raises(KernelError) as info:
         luo.retrieve_session("s")
     assert info.value.errno_name == "EIO"

@@ -42,7 +42,7 @@ class SampleFlb(Flb):
 
 class WidgetHandler(FileHandler):
     file_type = "widget"
-    formats = ("memfd-v1",)  # borrows a catalogued name: tests only
+    formats = ("memfd-v2",)  # borrows a catalogued name: tests only
 
     def can_preserve(self, file: File) -> bool:
         return isinstance(file, Widget)
@@ -104,7 +104,7 @@ def test_flb_across_kexec(widget_kernel: Kernel, monkeypatch: pytest.MonkeyPatch
     LOG.clear()
 
     def with_widgets(k: Any) -> list[FileHandler]:
-        return [WidgetHandler(k)]  # reads memfd-v1, so the next kernel builds it in
+        return [WidgetHandler(k)]  # reads memfd-v2, so the next kernel builds it in
 
     monkeypatch.setattr(handlers, "default_handlers", with_widgets)
     monkeypatch.setattr("luod.kernel_model.kernel.default_handlers", with_widgets)

@@ -139,6 +139,7 @@ def test_implicit_finish_on_close(kernel: Kernel) -> None:
 
 
 def test_memfd_details_sparse_pos_and_seals(kernel: Kernel) -> None:
+    kernel = Kernel.cold_boot(kernel.machine, resolve("7.0.0"), kernel.config)
     luo = kernel.liveupdate()
     s = luo.create_session("s")
     sparse = new_memfd(kernel)
