@@ -51,6 +51,28 @@ class HugetlbPool:
         self.total += got
         return got
 
+    def shrink(self, count: int) -> int:
+        """Give up to `count` free huge pages back to the allocator; returns how many."""
+        given = 0
+        while given < count:
+            runs = self._free.plan_aligned(self.order, 1)
+            if runs is None:
+                break
+            first, _ = runs[0]
+            end = first + (1 << self.order)
+            self._free.take(first, end)
+            self.mm.free_extent(first, 1 << self.order)
+            given += 1
+        self.total -= given
+        return given
+
+    def resize(self, total: int) -> None:
+        """Grow or shrink towards `total` pages (shrinking only gives back free pages)."""
+        if self.total < total:
+            self.grow(total - self.total)
+        elif self.total > total:
+            self.shrink(self.total - total)
+
     @property
     def free(self) -> int:
         return self._free.total() >> self.order

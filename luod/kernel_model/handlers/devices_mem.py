@@ -54,11 +54,13 @@ class HugetlbFlb(PageFlb):
         )
 
     def finish(self, data: int, obj: Any) -> None:
-        """The last hugetlb file finished: pools grow back to the previous kernel's size."""
+        """The last hugetlb file finished: each pool returns to the previous kernel's size.
+        The next kernel booted fresh pools and adopted the preserved pages on top, so a
+        pool is usually too big by then and gives its surplus free pages back."""
         for order, total in dict(obj).items():
             pool = self.kernel.hugetlb.pools.get(order)
-            if pool is not None and pool.total < total:
-                pool.grow(total - pool.total)
+            if pool is not None:
+                pool.resize(total)
 
 
 class HugetlbMemfdHandler(MemfdHandler):

@@ -53,6 +53,8 @@ def test_hugetlb_memfd_survives_and_pools_come_back(devkernel: Kernel) -> None:
     assert pool.total == 64 + 4  # a fresh pool of 64, plus the 4 pages in use adopted
     assert luo.incoming["vm"].files[0].compatible == "hugetlb-memfd-v1"
     nxt.finish()
+    assert pool.total == 64, "the FLB's finish trims the surplus back to the old size"
+    assert pool.free == 64  # nobody held the retrieved memfd: finish released its pages
     assert nxt.hugetlb.pool(18).total == 2
 
 
