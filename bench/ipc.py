@@ -30,7 +30,7 @@ import trio
 
 BIN = Path(sys.executable).parent
 SECONDS = 3.0
-RUNS = 3
+RUNS = 5
 
 ECHO_SERVER = r"""
 import struct, sys, trio

@@ -82,6 +82,17 @@ def inherited_memfd(text: str) -> int:
     return fd
 
 
+def positive_int(text: str) -> int:
+    """A count: a decimal integer of at least 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: must be at least 1")
+    return value
+
+
 def seconds(text: str) -> float:
     """A positive, finite number of seconds."""
     try:

@@ -297,6 +297,51 @@ def _add_update(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+def _add_fault(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+    fault = tree.group(
+        sub,
+        "fault",
+        "fault injection for testing clients (luod must run with --enable-faults)",
+    )
+    tree.leaf(
+        fault,
+        "list",
+        "fault.list",
+        "every fault point, before or after the kexec, what a fault there does, what is armed",
+    )
+    arm = tree.leaf(
+        fault,
+        "arm",
+        "fault.arm",
+        "arm a fault point: the next hit (or COUNT hits) fails with ERRNO",
+        "Arm POINT (see `luoctl fault list`): its next COUNT hits whose subject matches "
+        "--match fail with ERRNO. Before the kexec such a failure cancels the update and "
+        "leaves everything as it was; after it, the damage is reported per session and file.",
+    )
+    arm.add_argument("point", metavar="POINT", help="a fault point, e.g. handler.prepare")
+    times = arm.add_mutually_exclusive_group()
+    times.add_argument(
+        "--count",
+        type=argtypes.positive_int,
+        default=1,
+        metavar="N",
+        help="fire at the next N matching hits (default 1)",
+    )
+    times.add_argument(
+        "--always", action="store_true", help="fire at every matching hit until cleared"
+    )
+    arm.add_argument(
+        "--errno", default="EIO", metavar="ERRNO", help="the errno to fail with (default EIO)"
+    )
+    arm.add_argument(
+        "--match",
+        metavar="SUBJECT",
+        help="only hits on this subject: a file type, a session, SESSION/TOKEN, a release",
+    )
+    clear = tree.leaf(fault, "clear", "fault.clear", "disarm POINT, or every point")
+    clear.add_argument("point", nargs="?", metavar="POINT", help="the point (default: all)")
+
+
 def build_parser() -> Parser:
     """The whole `luoctl` parser."""
     parser = Parser(
@@ -332,6 +377,7 @@ def build_parser() -> Parser:
     _add_memfd(tree, sub)
     _add_file(tree, sub)
     _add_update(tree, sub)
+    _add_fault(tree, sub)
     events = tree.leaf(
         sub,
         "events",

@@ -167,6 +167,28 @@ def update(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(call_with_progress(ctx, "update", params))
 
 
+# --- fault injection -------------------------------------------------------------------------
+
+
+def fault_list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return Outcome(request(ctx, "fault.list"))
+
+
+def fault_arm(ctx: Context, args: argparse.Namespace) -> Outcome:
+    params = {
+        "point": args.point,
+        "count": None if args.always else args.count,
+        "errno": args.errno,
+        "match": args.match,
+    }
+    return Outcome(merged(params, request(ctx, "fault.arm", params)))
+
+
+def fault_clear(ctx: Context, args: argparse.Namespace) -> Outcome:
+    params = {"point": args.point}
+    return Outcome(merged(params, request(ctx, "fault.clear", params)))
+
+
 COMMANDS: Final[dict[str, Command]] = {
     "status": status,
     "kernel.list": kernel_list,
@@ -194,6 +216,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "kexec": kexec,
     "update": update,
     "boot.cold": boot_cold,
+    "fault.list": fault_list,
+    "fault.arm": fault_arm,
+    "fault.clear": fault_clear,
     "events": events,
 }
 """Command key (`args.run`, set by `cli`) to its function."""

@@ -35,6 +35,7 @@ __all__ = [
     "INTERRUPTED",
     "LOCAL_ERROR",
     "NOT_OWNER",
+    "NOT_PERMITTED",
     "PERMISSION_DENIED",
     "TIMEOUT",
     "USAGE",
@@ -59,6 +60,8 @@ INTERRUPTED: Final = "luoctl.Interrupted"
 # Daemon error names with their own exit codes.
 INCOMPATIBLE: Final = "luod.Incompatible"
 NOT_OWNER: Final = "luod.NotOwner"
+NOT_PERMITTED: Final = "luod.NotPermitted"
+"""An admin request (`fault ...`) from a uid that is neither root nor luod's own."""
 
 INCOMPATIBLE_COMMANDS: Final = frozenset({"check", "update", "kexec", "load"})
 """Commands for which `luod.Incompatible` means exit 3 (CLI.md: "nothing was changed")."""
@@ -130,8 +133,9 @@ def _remote(exc: RemoteError, command: str | None) -> Failure:
     code = ExitCode.FAILED
     if exc.name == INCOMPATIBLE and command in INCOMPATIBLE_COMMANDS:
         code = ExitCode.INCOMPATIBLE
-    elif exc.name == NOT_OWNER:
-        # Another uid's session: the daemon says EPERM; a credentials problem, exit 77.
+    elif exc.name in (NOT_OWNER, NOT_PERMITTED):
+        # Another uid's session, or an admin request from a plain uid: the daemon says
+        # EPERM; a credentials problem, exit 77.
         code = ExitCode.NOPERM
     return Failure(code, exc.name, exc.errno, exc.message, exc.object)
 

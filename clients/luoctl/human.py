@@ -70,7 +70,16 @@ def _last_update(value: object) -> str:
     text = f"{cell(update.get('from'))} -> {cell(update.get('to'))}"
     if "blackout_ms" in update:
         text += f", blackout {_ms(update['blackout_ms'])}"
+    damage = _list(update.get("damage"))
+    if damage:
+        text += f", {len(damage)} damaged"
     return text
+
+
+def _last_cancel(value: object) -> str:
+    cancel = _map(value)
+    error = _map(cancel.get("error"))
+    return f"update to {cell(cancel.get('target'))}: {cell(error.get('message'))}"
 
 
 def _files_summary(files: object) -> str:
@@ -102,6 +111,8 @@ def status(doc: Any) -> list[str]:
     if doc.get("blocking"):
         pairs.append(("blocking", doc["blocking"]))
     pairs.append(("last update", _last_update(doc.get("last_update"))))
+    if doc.get("last_cancel"):
+        pairs.append(("last cancel", _last_cancel(doc["last_cancel"])))
     lines = _fields(pairs)
     sessions = [_map(s) for s in _list(doc.get("sessions"))]
     lines.append("")
@@ -334,7 +345,69 @@ def update(doc: Any) -> list[str]:
     names = [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]
     if names:
         lines.append("phases: " + ", ".join(f"{name} {_ms(phases[name])}" for name in names))
+    return lines + _damage(doc.get("damage"))
+
+
+def _damage(damage: object) -> list[str]:
+    """After the kexec nothing is rolled back: what the next kernel could not restore."""
+    rows = [_map(d) for d in _list(damage)]
+    if not rows:
+        return []
+    return [
+        f"damage: {len(rows)} (not restored; everything else goes on)",
+        *table(
+            ["SESSION", "TOKEN", "STEP", "ERROR"],
+            [
+                [
+                    d.get("session"),
+                    d.get("token"),
+                    d.get("step"),
+                    _map(d.get("error")).get("message"),
+                ]
+                for d in rows
+            ],
+        ),
+    ]
+
+
+# --- fault injection ------------------------------------------------------------------------
+
+
+def fault_list(doc: Any) -> list[str]:
+    points = [_map(p) for p in _list(_map(doc).get("points"))]
+    rows = []
+    for p in points:
+        armed = ", ".join(_arm_text(a) for a in map(_map, _list(p.get("armed"))))
+        when = "after kexec" if p.get("after_kexec") else "before kexec"
+        rows.append([p.get("point"), when, armed or "-", p.get("description")])
+    lines = table(["POINT", "WHEN", "ARMED", "DESCRIPTION"], rows) if rows else ["no points"]
+    fired = [_map(f) for f in _list(_map(doc).get("fired"))]
+    if fired:
+        lines += [
+            "",
+            "fired: " + ", ".join(f"{f.get('point')} ({f.get('subject')})" for f in fired),
+        ]
     return lines
+
+
+def _arm_text(arm: Mapping[str, Any]) -> str:
+    count = arm.get("count")
+    text = "always" if count is None else f"{count}x"
+    text += f" {cell(arm.get('errno'))}"
+    if arm.get("match"):
+        text += f" on {arm['match']}"
+    return text
+
+
+def fault_arm(doc: Any) -> list[str]:
+    doc = _map(doc)
+    return [f"armed {cell(doc.get('point'))}: {_arm_text(doc)}"]
+
+
+def fault_clear(doc: Any) -> list[str]:
+    doc = _map(doc)
+    what = doc.get("point") or "every point"
+    return [f"cleared {what} ({cell(doc.get('cleared'))} arm(s))"]
 
 
 RENDERERS: Final[dict[str, Renderer]] = {
@@ -364,6 +437,9 @@ RENDERERS: Final[dict[str, Renderer]] = {
     "kexec": update,
     "update": update,
     "boot.cold": boot_cold,
+    "fault.list": fault_list,
+    "fault.arm": fault_arm,
+    "fault.clear": fault_clear,
 }
 """Command key to its renderer (`events` prints JSON lines itself)."""
 

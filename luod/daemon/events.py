@@ -4,6 +4,9 @@
 that falls `capacity` events behind is dropped. It receives one final event,
 `events.dropped`, and its queue closes (its connection then ends). The last `history`
 events are kept for `events` without `--follow`.
+
+`capacity` is the bus's (the daemon's `event_capacity`); a subscriber's `on_drop` is told
+when it is dropped, so its owner can end a connection that does not even read that far.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -31,11 +34,14 @@ class DaemonEvent:
 
 
 class Subscriber:
-    def __init__(self, bus: EventBus, capacity: int) -> None:
+    def __init__(
+        self, bus: EventBus, capacity: int, on_drop: Callable[[], None] | None = None
+    ) -> None:
         self.id = next(bus._ids)
         self._bus = bus
         self._send, self._receive = trio.open_memory_channel[DaemonEvent](capacity + 1)
         self._capacity = capacity
+        self._on_drop = on_drop
         self.dropped = False
 
     def _offer(self, event: DaemonEvent) -> None:
@@ -51,13 +57,15 @@ class Subscriber:
             )
             self._send.close()
             self._bus._subscribers.pop(self.id, None)
+            if self._on_drop is not None:
+                self._on_drop()
             return
         self._send.send_nowait(event)
 
-    async def __aiter__(self) -> AsyncIterator[DaemonEvent]:
-        async with self._receive:
-            async for event in self._receive:
-                yield event
+    def __aiter__(self) -> AsyncIterator[DaemonEvent]:
+        # The channel itself, not an async generator: a follower cancelled in the middle
+        # of its loop (its connection dropped) leaves no generator to finalize.
+        return self._receive
 
     def close(self) -> None:
         self._send.close()
@@ -71,8 +79,10 @@ class EventBus:
         self._history: collections.deque[DaemonEvent] = collections.deque(maxlen=history)
         self._ids = itertools.count(1)
 
-    def subscribe(self, capacity: int | None = None) -> Subscriber:
-        sub = Subscriber(self, capacity or self.capacity)
+    def subscribe(
+        self, capacity: int | None = None, *, on_drop: Callable[[], None] | None = None
+    ) -> Subscriber:
+        sub = Subscriber(self, capacity or self.capacity, on_drop)
         self._subscribers[sub.id] = sub
         return sub
 

@@ -7,28 +7,38 @@ ownership table. That table is userspace state, so it crosses a kexec the only w
 anything does: luod preserves it as bytes in a memfd of its own session (`luod.owners`),
 retrieves it after the kexec and finishes that session at once, like the kernel
 selftests' state session. Session names starting with `luod.` are reserved for it.
+
+The host also holds the fault injector (`faults`): it is the harness's, not a kernel's, so
+every kernel the host boots gets it, and an armed fault survives a kexec. If luod cannot
+restore its ownership table after a kexec, the sessions are still there but nobody owns
+them: only root may take them, and `restore_error` says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from luod.daemon.errors import DaemonError, not_owner
 from luod.daemon.objects import ObjectTable, copy_fd_into
+from luod.hw.iommu import IommuFault
 from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SHIFT
-from luod.hw.pci import PciDevice
+from luod.hw.pci import PciDevice, RingCheck
 from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.catalog import KHO, LUO
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.extents import Extents
+from luod.kernel_model.faults import FaultInjector
 from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import KernelImage, bundled_images, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
@@ -70,19 +80,33 @@ def _is_memfd(fd: int) -> bool:
         return False
 
 
+def _error_json(exc: KernelError) -> dict[str, Any]:
+    return {"name": f"luod.{exc.name}", "errno": exc.errno_name, "message": exc.message}
+
+
 def pci_bdfs(count: int) -> list[str]:
     """The machine's PCI devices: functions 0-7 of buses 1, 2, ..."""
     return [f"0000:{1 + i // 8:02x}:00.{i % 8}" for i in range(count)]
 
 
 class Host:
-    def __init__(self, *, ram: int, image: KernelImage, config: BootConfig, pci: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        ram: int,
+        image: KernelImage,
+        config: BootConfig,
+        pci: int = 0,
+        faults: FaultInjector | None = None,
+    ) -> None:
         self.machine = Machine.create(ram, pci_devices=pci_bdfs(pci))
         self.config = config
-        self.kernel = Kernel.cold_boot(self.machine, image, config)
+        self.faults = faults or FaultInjector()
+        self.kernel = Kernel.cold_boot(self.machine, image, config, faults=self.faults)
         self.owners: dict[tuple[str, str], int] = {}
         self.objects = ObjectTable()
         self.device_error: str | None = None
+        self.restore_error: KernelError | None = None
         self._start_userspace()
 
     def close(self) -> None:
@@ -94,6 +118,7 @@ class Host:
         """What luod does when it starts on a kernel: open /dev/liveupdate (deserializing
         the incoming sessions) and take back the ownership table."""
         self.device_error = None
+        self.restore_error = None
         try:
             self.kernel.liveupdate().open_device()
         except KernelError as exc:
@@ -106,15 +131,23 @@ class Host:
         if OWNERS_SESSION not in luo.incoming:
             return
         session = luo.retrieve_session(OWNERS_SESSION)
+        # Never raises: whatever fails here, the sessions themselves are restored; without
+        # the table they belong to root alone (recorded in `restore_error`).
         try:
+            self.faults.hit("update.restore", self.kernel.release)
             memfd = luo.retrieve_file(session, 0)
             assert isinstance(memfd, MemfdFile)
             table = json.loads(memfd.read(0, memfd.size) or b"{}")
             for name, uid in table.items():
                 if name in luo.incoming:
                     self.owners[("incoming", name)] = int(uid)
-        finally:
+        except KernelError as exc:
+            self.restore_error = exc
+        try:
             luo.finish_session(session)
+        except KernelError as exc:
+            # A veto leaves luod's own session incoming until a global finish takes it.
+            self.restore_error = self.restore_error or exc
 
     def save_owners(self) -> None:
         """Before prepare: preserve the outgoing ownership table as bytes."""
@@ -141,9 +174,61 @@ class Host:
         self._start_userspace()
 
     def boot_cold(self, image: KernelImage | None) -> Kernel:
-        kernel = Kernel.cold_boot(self.machine, image or self.kernel.image, self.config)
+        kernel = Kernel.cold_boot(
+            self.machine, image or self.kernel.image, self.config, faults=self.faults
+        )
         self.adopt(kernel)
         return kernel
+
+    def boot_damage(self, handed_over: list[str]) -> list[dict[str, Any]]:
+        """Right after a kexec: what of the sessions `handed_over` the new kernel lost as a
+        whole (cold boot, panic, unusable LUO device, a session missing, owners unknown),
+        one entry per session, each naming the first cause."""
+        kernel = self.kernel
+        names = [n for n in handed_over if n != OWNERS_SESSION]
+
+        def each(step: str, name: str, errno_: str | None, message: str) -> list[dict[str, Any]]:
+            error = {"name": f"luod.{name}", "errno": errno_, "message": message}
+            return [{"session": s, "token": None, "step": step, "error": error} for s in names]
+
+        if kernel.boot_report.kind == "cold":
+            reason = kernel.boot_report.reason or "no reason given"
+            return each("boot", "ColdBoot", None, f"the next kernel booted cold: {reason}")
+        if kernel.panicked is not None:
+            return each("boot", "KernelPanicked", "EIO", kernel.panicked)
+        if self.device_error is not None:
+            return each("deserialize", "LuoUnavailable", "EIO", self.device_error)
+        luo = self.kernel.liveupdate()
+        damage = [
+            {
+                "session": name,
+                "token": None,
+                "step": "boot",
+                "error": {
+                    "name": "luod.NoSuchSession",
+                    "errno": "ENOENT",
+                    "message": f"session {name!r} was handed over but did not arrive",
+                },
+            }
+            for name in names
+            if name not in luo.incoming
+        ]
+        if self.restore_error is not None:
+            exc = self.restore_error
+            damage += [
+                {
+                    "session": name,
+                    "token": None,
+                    "step": "restore",
+                    "error": {
+                        **_error_json(exc),
+                        "message": f"owner unknown, only root may take it: {exc.message}",
+                    },
+                }
+                for name in names
+                if name in luo.incoming
+            ]
+        return damage
 
     @property
     def luo(self) -> Luo:
@@ -221,7 +306,7 @@ class Host:
     def session_object(self, session: OutgoingSession | IncomingSession) -> dict[str, Any]:
         if isinstance(session, OutgoingSession):
             direction = "outgoing"
-            files = [
+            files: list[dict[str, Any]] = [
                 {"token": f.token, "type": f.handler.file_type, "format": f.compatible}
                 for f in session.files
             ]
@@ -234,6 +319,7 @@ class Host:
                     "type": f.handler.file_type,
                     "format": f.compatible,
                     "retrieved": f.status > 0,
+                    "error": None if f.error is None else _error_json(f.error),
                 }
                 for f in session.files
             ]
@@ -376,7 +462,13 @@ class Host:
     def device_object(self, bdf: str) -> dict[str, Any]:
         dev = self.device(bdf)
         dma = dev.dma
-        check = dma.verify() if dma.window is not None else None
+        check: RingCheck | None = None
+        ring_error = None
+        if dma.window is not None:
+            try:
+                check = dma.verify()
+            except IommuFault as exc:  # the window no longer translates: say so, do not fail
+                ring_error = str(exc)
         return {
             "bdf": dev.bdf,
             "power": dev.power.value,
@@ -390,6 +482,7 @@ class Host:
                 "faults": dma.faults,
                 "ring_ok": None if check is None else check.ok,
                 "ring_consistent": None if check is None else check.consistent,
+                "ring_error": ring_error,
             },
         }
 
@@ -433,12 +526,25 @@ class Host:
                     self.object_preserve(caller, session.name, spec.token, spec.name)
                     preserved.append((session.name, spec.token))
         except BaseException:
-            for session_name, token in reversed(preserved):
-                self.file_unpreserve(caller, session_name, token)
-            for session_name in reversed(new_sessions):
-                self.session_close(caller, session_name)
-            for name in reversed(created):
-                self.objects.close(self.kernel, caller.uid, name)
+            # Best effort, every step: a step of the rollback that fails (an injected
+            # unpreserve fault, say) must not stop the others, nor replace the first cause.
+            steps: list[Callable[[], None]] = [
+                *(
+                    functools.partial(self.file_unpreserve, caller, session_name, token)
+                    for session_name, token in reversed(preserved)
+                ),
+                *(
+                    functools.partial(self.session_close, caller, session_name)
+                    for session_name in reversed(new_sessions)
+                ),
+                *(
+                    functools.partial(self.objects.close, self.kernel, caller.uid, name)
+                    for name in reversed(created)
+                ),
+            ]
+            for step in steps:
+                with contextlib.suppress(KernelError, DaemonError):
+                    step()
             raise
         return {"sessions": [self.session_object(self.luo.outgoing[s.name]) for s in plan.session]}
 

@@ -159,8 +159,14 @@ class UnixListener:
         await self.aclose()
 
 
-async def open_unix_listener(path: Path, *, mode: int = 0o660, backlog: int = 128) -> UnixListener:
+async def open_unix_listener(
+    path: Path, *, mode: int = 0o660, backlog: int = socket.SOMAXCONN
+) -> UnixListener:
     """Bind and listen on `path`, creating missing parent directories (mode 0755).
+
+    The backlog is the system's maximum: a kexec drops every client holding files at once,
+    and hundreds of them reconnect in the same instant (a full backlog makes a connect
+    fail with EAGAIN, which clients would have to retry).
 
     An existing socket file nobody listens on (a crashed daemon's) is replaced. The file
     never has wider permissions than `mode`, which must be 0660 or stricter.

@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--enable-faults",
         action="store_true",
-        help="allow clients to arm fault-injection points",
+        help="allow root (or luod's own uid) to arm fault-injection points (fault.arm)",
     )
     parser.add_argument(
         "--log-format",
@@ -261,7 +261,12 @@ async def _serve(
 
         records = RunRecords(args.state_dir)
         records.start()
-        daemon = Daemon(host, records=records, status_hook=sdnotify.status)
+        daemon = Daemon(
+            host,
+            records=records,
+            status_hook=sdnotify.status,
+            faults_enabled=args.enable_faults,
+        )
         kernel = host.kernel
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, daemon, listener.listener)

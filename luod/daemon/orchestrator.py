@@ -12,6 +12,17 @@ LUO device is open). After the kexec, participants reconnect, retrieve and repor
 `participant.resumed`; when the last one has, the full blackout is added to the record.
 A kexec ends userspace: connections that are participants or hold emulated files are
 dropped; control-only connections stay and receive the result.
+
+Failure semantics. The kexec is the point of no return. Any failure before it (a fault
+point, a NAK, a timeout, a vanished participant) cancels the update automatically: the
+kernel is back to NORMAL with every object preserved and usable, the request's error is the
+first cause, and `last_cancel` keeps it with whatever the rollback complained about. A
+failure after it cannot be undone, so it is reported: the update's record lists, per
+session and per file, what the next kernel could not restore (`damage`: lost in a cold
+boot or a panic, unusable behind a broken LUO device, owner unknown, a failed retrieve or
+finish), while every other session goes on. A participant has the update's deadline to
+resume after the kexec; one that misses it is reported (`late`, `participant.late`), and
+its resume, whenever it comes, is still accepted and completes the full blackout.
 """
 
 from __future__ import annotations
@@ -26,12 +37,14 @@ import attrs
 import structlog
 import trio
 
+from luod.daemon import heap
 from luod.daemon.clock import DeviceClock
-from luod.daemon.errors import DaemonError, incompatible
+from luod.daemon.errors import DaemonError, incompatible, wire_error
 from luod.daemon.events import EventBus
 from luod.daemon.host import Host
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.luo.core import Damage
 from luod.kernel_model.luo.state import LuoState
 
 if TYPE_CHECKING:
@@ -117,6 +130,12 @@ class Orchestrator:
         self._freeze_at: float | None = None
         self._requester: object = None
         self._dma_at_freeze: dict[str, int] = {}
+        self.last_cancel: dict[str, Any] | None = None
+        self.nursery: trio.Nursery | None = None  # the daemon's: runs the resume watch
+        self._resume_by: float | None = None  # trio time by which participants resume
+        self._boot_damage: list[dict[str, Any]] = []
+        self._kernel_damage_list: list[Damage] = []  # that kernel's, as it grows
+        self._own_record: dict[str, Any] | None = None  # the last record this process made
 
     # -- participants ---------------------------------------------------------------------
 
@@ -147,16 +166,28 @@ class Orchestrator:
         participant.state = "ready"
         self.bus.publish("participant.ready", name=participant.name)
 
-    def resumed(self, conn: ClientConnection, name: str) -> None:
+    def resumed(self, conn: ClientConnection, name: str) -> Participant:
+        """A participant is back after the kexec. The reporting connection now stands for
+        it (so its disconnect is noticed and a later barrier does not wait on a ghost)."""
         participant = self.participants.get(name)
         if participant is None or (participant.uid != conn.caller.uid and not conn.caller.root):
             participant = Participant(name, conn.caller.uid, [], conn)
             self.participants[name] = participant
         participant.conn = conn
+        conn.participant = participant
         participant.state = "resumed"
         self.bus.publish("participant.resumed", name=name)
-        self._pending_resume.discard(name)
         record = self.last_update
+        if name in self._pending_resume and record is not None and self._freeze_at:
+            record.setdefault("resume_ms", {})[name] = round(
+                (time.perf_counter() - self._freeze_at) * 1000, 3
+            )
+            if self._resume_by is not None and trio.current_time() > self._resume_by:
+                late = record.setdefault("late", [])
+                if name not in late:
+                    late.append(name)
+            self._on_record(record)
+        self._pending_resume.discard(name)
         if (
             not self._pending_resume
             and record is not None
@@ -171,6 +202,7 @@ class Orchestrator:
                 update_id=record["update_id"],
                 full_blackout_ms=record["full_blackout_ms"],
             )
+        return participant
 
     def ack(
         self, conn: ClientConnection, update_id: int, phase: str, ok: bool, reason: str | None
@@ -198,7 +230,7 @@ class Orchestrator:
         participant.conn = None
         if self.barrier is not None:
             self.barrier.lost(participant.name)
-        if participant.state not in ("resuming",):
+        if participant.state not in ("resuming", "late"):
             del self.participants[participant.name]
             self.bus.publish("participant.gone", name=participant.name)
 
@@ -238,14 +270,47 @@ class Orchestrator:
 
     # -- the update -----------------------------------------------------------------------
 
-    def _cancel_quietly(self) -> None:
+    def _cancel_quietly(self, update_id: int | None = None) -> list[dict[str, Any]]:
+        """Back to NORMAL; returns what the rollback complained about (it never stops)."""
         kernel = self.host.kernel
-        if kernel.luo is not None and kernel.luo.state in (LuoState.PREPARED, LuoState.FROZEN):
+        rollback: list[dict[str, Any]] = []
+        luo = kernel.luo
+        if luo is not None and luo.state in (LuoState.PREPARED, LuoState.FROZEN):
             kernel.cancel()
+        if luo is not None:
+            rollback = [wire_error(e) for e in luo.rollback_errors]
+            luo.rollback_errors = []
         for p in self.participants.values():
             if p.conn is not None:
                 p.state = "ready"
-                p.conn.send_event_nowait("cancel", reason="update cancelled")
+                p.conn.send_event_nowait("cancel", update_id=update_id, reason="update cancelled")
+        return rollback
+
+    def _cancelled(self, update_id: int, target: str, exc: BaseException) -> None:
+        """Cancel after a failure before the kexec, and keep the first cause."""
+        rollback = self._cancel_quietly(update_id)
+        if not isinstance(exc, Exception):
+            return  # the daemon is being cancelled itself: nothing to report
+        error = wire_error(exc)
+        self.last_cancel = {
+            "update_id": update_id,
+            "target": target,
+            "error": error,
+            "rollback": rollback,
+            "state": self.host.kernel.state,
+            "at": time.time(),
+        }
+        log.info("update_cancelled", update_id=update_id, error=error["message"])
+        self.bus.publish(
+            "update.cancelled",
+            update_id=update_id,
+            reason=error["message"],
+            error=error,
+            rollback=rollback,
+        )
+
+    def _hit(self, point: str, target: str) -> None:
+        self.host.faults.hit(point, target)
 
     async def update(
         self, target: str, *, timeout: float | None, force: bool, requester: object = None
@@ -270,37 +335,72 @@ class Orchestrator:
 
         t = time.perf_counter()
         self._status(f"update {update_id}: load {target}")
-        image = host.image(target)
         previous_loaded = host.kernel.loaded
-        host.kernel.load(image)
-        phase_done("load", t)
-        t = time.perf_counter()
-        report = host.check(image)
-        phase_done("check", t)
-        if not report["compatible"] and not force:
+        try:
+            self._hit("update.load", target)
+            image = host.image(target)
+            host.kernel.load(image)
+            phase_done("load", t)
+            t = time.perf_counter()
+            self._hit("update.check", image.release)
+            report = host.check(image)
+            phase_done("check", t)
+            if not report["compatible"] and not force:
+                raise self._incompatible(report)
+        except BaseException as exc:
+            # Nothing was prepared: staging the image was the only change.
             host.kernel.loaded = previous_loaded
-            raise self._incompatible(report)
+            self._cancelled(update_id, target, exc)
+            raise
         try:
             t = time.perf_counter()
             self._status(f"update {update_id}: prepare")
             host.prepare()
+            self._hit("update.prepare-barrier", image.release)
             await self._barrier(update_id, "prepare", deadline)
             phase_done("prepare", t)
             self.clock.tick()
             self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
+            self._hit("update.freeze-barrier", image.release)
             await self._barrier(update_id, "freeze", deadline)
             host.kernel.freeze()
             self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)
         except BaseException as exc:
-            self._cancel_quietly()
-            self.bus.publish(
-                "update.cancelled", update_id=update_id, reason=str(getattr(exc, "message", exc))
-            )
+            self._cancelled(update_id, image.release, exc)
             raise
-        return await self._kexec(update_id, phases, start_release, freeze_at, image)
+        return await self._kexec(update_id, phases, start_release, freeze_at, image, deadline)
+
+    def _kernel_damage(self) -> list[dict[str, Any]]:
+        return [d.as_json() for d in self._kernel_damage_list]
+
+    def refresh_damage(self) -> None:
+        """Bring the last update's `damage` up to date with what retrieve and finish have
+        found since (a failure there is recorded in the kernel as it happens)."""
+        record = self.last_update
+        if record is None or record is not self._own_record:
+            return  # none yet, or a previous daemon's (history: left as it was)
+        damage = self._boot_damage + self._kernel_damage()
+        if damage != record["damage"]:
+            record["damage"] = damage
+            self._on_record(record)
+
+    async def _watch_resume(self, update_id: int, by: float) -> None:
+        """At the resume deadline, report every participant that has not resumed."""
+        await trio.sleep_until(by)
+        record = self.last_update
+        if record is None or record["update_id"] != update_id or not self._pending_resume:
+            return
+        for name in sorted(self._pending_resume):
+            if name not in record["late"]:
+                record["late"].append(name)
+            participant = self.participants.get(name)
+            if participant is not None and participant.state == "resuming":
+                participant.state = "late"
+            self.bus.publish("participant.late", update_id=update_id, name=name)
+        self._on_record(record)
 
     def _incompatible(self, report: dict[str, Any]) -> DaemonError:
         first = report["problems"][0]
@@ -342,7 +442,9 @@ class Orchestrator:
                     )
                 luo.target = image
             update_id = next(self._ids)
-            return await self._kexec(update_id, {}, kernel.release, time.perf_counter(), image)
+            return await self._kexec(
+                update_id, {}, kernel.release, time.perf_counter(), image, DEFAULT_DEADLINE
+            )
 
     async def _kexec(
         self,
@@ -351,10 +453,21 @@ class Orchestrator:
         start_release: str,
         freeze_at: float,
         image: KernelImage,
+        deadline: float,
     ) -> dict[str, Any]:
         host = self.host
+        try:
+            self._hit("update.kexec-start", image.release)
+        except BaseException as exc:
+            self._cancelled(update_id, image.release, exc)
+            raise
+        # The point of no return: from here on, failures are reported, not rolled back.
+        handed_over = sorted(host.luo.outgoing)
         self._status(f"update {update_id}: kexec into {image.release}")
         self.bus.publish("kexec", update_id=update_id, target=image.release)
+        for p in self.participants.values():
+            if p.conn is not None:  # queued before the drop, which flushes it
+                p.conn.send_event_nowait("kexec", update_id=update_id, target=image.release)
         resuming = {p.name: p.uid for p in self.participants.values()}
         self._on_kexec(self._requester)  # userspace dies: participants, fd holders
         await trio.lowlevel.checkpoint()
@@ -381,6 +494,10 @@ class Orchestrator:
             self.participants[name] = Participant(name, uid, [], None, state="resuming")
         self._pending_resume = set(resuming)
         self._freeze_at = freeze_at
+        # The new kernel's own list: it grows as retrieve and finish find damage (holding
+        # the list, not the kernel, so a later cold boot's garbage is not kept alive).
+        self._kernel_damage_list = new.luo.damage if new.luo is not None else []
+        self._boot_damage = host.boot_damage(handed_over)
         record = {
             "update_id": update_id,
             "from": start_release,
@@ -393,11 +510,19 @@ class Orchestrator:
             "dma_writes_during_blackout": dma,
             "state": new.state,
             "finished_at": time.time(),
+            "damage": self._boot_damage + self._kernel_damage(),
+            "late": [],
         }
         if host.device_error:
             record["device_error"] = host.device_error
-        self.last_update = record
+        self.last_update = self._own_record = record
+        self._resume_by = None
+        if resuming:
+            self._resume_by = trio.current_time() + deadline
+            if self.nursery is not None:
+                self.nursery.start_soon(self._watch_resume, update_id, self._resume_by)
         self._on_record(record)
         self.bus.publish("update.done", **record)
         self._status(f"running {new.release} ({new.state})")
+        heap.after_kexec()  # the old kernel is garbage now (see luod.daemon.heap)
         return dict(record)

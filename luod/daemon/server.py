@@ -10,6 +10,10 @@ request and are closed when it is done, whatever happens.
 Access to the kernel model is serialised by trio itself: the model is synchronous and
 every handler runs it without awaiting in between; the orchestrator's lock keeps updates
 apart.
+
+Fault injection (`fault.*`) is an admin interface for tests, ours and users': refused with
+`luod.FaultsDisabled` unless the daemon was started with `--enable-faults`, and then only for
+root or the daemon's own uid. A fired fault is published as a `fault.fired` event.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from luod.ipc.messages import ErrorReply, Event, Reply, Request
 from luod.ipc.methods import METHODS
 from luod.ipc.trio_stream import FramedStream
 from luod.kernel_model.errors import KernelError
+from luod.kernel_model.faults import Fired
 
 log = structlog.get_logger("luod.server")
 
@@ -48,6 +53,9 @@ MAX_IN_FLIGHT = 64
 # Methods that wait (barriers, deadlines) run as tasks; every other one runs inline.
 WAITING_METHODS = frozenset({"update", "kexec"})
 DRAIN_SECONDS = 2.0
+# An events follower the bus has dropped gets this long to read up to its final
+# `events.dropped` before the daemon closes its connection (it may not read at all).
+DROP_GRACE_SECONDS = 5.0
 SEND_QUEUE = 256
 SERVER_NAME = f"luod {__version__}"
 
@@ -68,11 +76,16 @@ class ClientConnection:
         self._scope = trio.CancelScope()
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._nursery: trio.Nursery | None = None
+        self._dropping = False
         self.requests = 0
 
     def drop(self, reason: str) -> None:
+        """End this connection. What is already queued (a reply, a final event) is flushed
+        first, for at most DRAIN_SECONDS, so the client learns why; then it closes."""
         log.info("connection_dropped", conn=self.id, reason=reason)
-        self._scope.cancel()
+        self._dropping = True
+        self._send.close()
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + DRAIN_SECONDS)
 
     def send_event_nowait(self, name: str, **data: Any) -> None:
         """Queue an event for this client; a client whose queue is full is dropped."""
@@ -117,14 +130,20 @@ class ClientConnection:
                 await self._send.send(Event(event=event.event, ts=event.ts, data=event.data))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-            if event.event == DROPPED:
-                await self._send.send(Event(event=DROPPED, ts=time.time(), data={}))
+            if event.event == DROPPED:  # the bus's final event is queued: flush it, then go
                 self.drop("fell behind on events")
                 return
 
     async def _writer(self) -> None:
         async with self._receive:
-            async for message in self._receive:
+            receive = self._receive.receive  # not `async for`: one coroutine less per reply
+            while True:
+                try:
+                    message = await receive()
+                except trio.EndOfChannel:
+                    if self._dropping:  # everything queued before the drop is out
+                        self._scope.cancel()
+                    return
                 try:
                     await self.stream.send(message)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -142,7 +161,7 @@ class ClientConnection:
                 message = await self.stream.receive()
             except RemoteProtocolError as exc:
                 log.info("protocol_error", conn=self.id, error=str(exc))
-                with contextlib.suppress(trio.WouldBlock):
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
                     self._send.send_nowait(ErrorReply(id=None, error=exc.info()))
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -217,9 +236,16 @@ class Daemon:
         *,
         records: RunRecords | None = None,
         status_hook: Callable[[str], object] = lambda s: None,
+        faults_enabled: bool = False,
+        event_capacity: int = 1024,
+        drop_grace: float = DROP_GRACE_SECONDS,
     ) -> None:
         self.host = host
-        self.bus = EventBus()
+        self.bus = EventBus(capacity=event_capacity)
+        self.faults_enabled = faults_enabled
+        self.drop_grace = drop_grace
+        self.nursery: trio.Nursery | None = None  # set by `serve`: daemon-wide tasks
+        host.faults.on_fire = self._fault_fired
         self.clock = DeviceClock(host.machine)
         self.records = records or RunRecords(None)
         self.connections: dict[int, ClientConnection] = {}
@@ -234,6 +260,23 @@ class Daemon:
         )
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
+
+    def _fault_fired(self, fired: Fired) -> None:
+        log.info("fault_fired", point=fired.point, subject=fired.subject)
+        self.bus.publish("fault.fired", point=fired.point, subject=fired.subject)
+
+    def drop_later(self, conn: ClientConnection, reason: str) -> None:
+        """End `conn` after the grace period unless it has ended by then."""
+
+        async def drop() -> None:
+            await trio.sleep(self.drop_grace)
+            if self.connections.get(conn.id) is conn:
+                conn.drop(reason)
+
+        if self.nursery is not None:
+            self.nursery.start_soon(drop)
+        else:
+            conn.drop(reason)
 
     def _userspace_dies(self, keep: object = None) -> None:
         """A kexec or power cycle ends emulated userspace: participants and connections
@@ -275,6 +318,7 @@ class Daemon:
         host = self.host
         kernel = host.kernel
         orch = self.orchestrator
+        orch.refresh_damage()
         return {
             "state": kernel.state,
             "kernel": {
@@ -288,6 +332,7 @@ class Daemon:
             "participants": [p.as_json() for p in orch.participants.values()],
             "blocking": orch.blocking(),
             "last_update": orch.last_update,
+            "last_cancel": orch.last_cancel,
             "machine": {
                 "ram": host.machine.memory.size_bytes,
                 "resident": host.machine.memory.resident_bytes(),
@@ -509,7 +554,8 @@ async def _boot_cold(c: ClientConnection, p: m.BootCold, r: Request) -> Result:
 @handles("events.subscribe")
 async def _events_subscribe(c: ClientConnection, p: m.EventsSubscribe, r: Request) -> Result:
     if c.subscriber is None:
-        c.follow(c.daemon.bus.subscribe())
+        daemon = c.daemon
+        c.follow(daemon.bus.subscribe(on_drop=lambda: daemon.drop_later(c, "fell behind")))
     recent = [e.as_json() for e in c.daemon.bus.recent()]
     return {"subscribed": True, "recent": recent}, []
 
@@ -616,6 +662,43 @@ async def _apply(c: ClientConnection, p: m.Apply, r: Request) -> Result:
     return result, []
 
 
+def _admin(c: ClientConnection, method: str) -> None:
+    if not c.daemon.faults_enabled:
+        raise DaemonError(
+            "FaultsDisabled",
+            f"{method} is refused: fault injection is off (start luod with --enable-faults)",
+            errno=errno.EPERM,
+        )
+    if not c.caller.root and c.caller.uid != os.getuid():
+        raise DaemonError(
+            "NotPermitted",
+            f"{method} is for root or uid {os.getuid()}, not uid {c.caller.uid}",
+            errno=errno.EPERM,
+        )
+
+
+@handles("fault.arm")
+async def _fault_arm(c: ClientConnection, p: m.FaultArm, r: Request) -> Result:
+    _admin(c, "fault.arm")
+    arm = c.daemon.host.faults.arm(p.point, count=p.count, errno=p.errno, match=p.match)
+    c.daemon.bus.publish("fault.armed", **arm.as_json())
+    return arm.as_json(), []
+
+
+@handles("fault.list")
+async def _fault_list(c: ClientConnection, p: m.FaultList, r: Request) -> Result:
+    _admin(c, "fault.list")
+    return {"enabled": True, **c.daemon.host.faults.as_json()}, []
+
+
+@handles("fault.clear")
+async def _fault_clear(c: ClientConnection, p: m.FaultClear, r: Request) -> Result:
+    _admin(c, "fault.clear")
+    cleared = c.daemon.host.faults.clear(p.point)
+    c.daemon.bus.publish("fault.cleared", point=p.point, cleared=cleared)
+    return {"cleared": cleared}, []
+
+
 async def serve(
     daemon: Daemon,
     listener: trio.SocketListener,
@@ -624,6 +707,7 @@ async def serve(
 ) -> None:
     """Serve connections until cancelled."""
     async with trio.open_nursery() as nursery:
+        daemon.nursery = daemon.orchestrator.nursery = nursery
         nursery.start_soon(daemon.clock.run)
         task_status.started()
         await trio.serve_listeners(daemon.handle_stream, [listener], handler_nursery=nursery)

@@ -25,6 +25,14 @@ Supported parameter types (what `MethodRegistry` classes may use): the primitive
 and `enum.Enum` subclasses (by value).
 
 cattrs is imported lazily, on the first conversion: `luoctl --help` must not pay for it.
+
+Envelopes, on every message both ways, also have hand-written fast paths
+(`structure_message`, `wire_message`, `encode_message`). They only ever accept what the
+converter accepts and produce what it produces (tests/protocol/test_fastpaths.py checks
+both against it); anything else, errors included, goes to the converter. So a client
+exchanging well-formed envelopes (`luoctl status`) never imports cattrs, and the daemon
+spends its time on requests rather than on cattrs' dispatch. Parameters always go through
+the converter.
 """
 
 from __future__ import annotations
@@ -348,7 +356,11 @@ def _structure_message_slow(item: dict[str, object], kind: str) -> Message:
 
 
 def unstructure_message(message: Message) -> dict[str, object]:
-    """The wire map of an envelope (`kind` first; `fds` omitted, `nfds` included)."""
+    """The wire map of an envelope (`kind` first; `fds` omitted, `nfds` included).
+
+    Values already in the data model are shared with `message`, not copied: treat the map
+    as read-only.
+    """
     wire = wire_message(message)
     if wire is not None:
         return wire

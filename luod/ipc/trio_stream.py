@@ -79,6 +79,13 @@ CHECKPOINT_EVERY: Final = 16
 _CLOSED_ERRNOS: Final = frozenset({_errno.EBADF, _errno.ENOTSOCK})
 
 
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """What a failed socket call means for the stream (as `trio.SocketStream` reads it)."""
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("the socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
 def _raw_socket(sock: trio.socket.SocketType) -> _stdlib_socket.socket | None:
     """The non-blocking stdlib socket wrapped by a trio socket, or None if unavailable.
 
@@ -168,12 +175,29 @@ class FramedStream:
                 ProtocolErrorName.MISSING_FDS,
                 "this stream cannot pass file descriptors (not a Unix socket)",
             )
-        data = self.connection.send(message)
+        raw = self._raw
+        if raw is None or fds:
+            data = self.connection.send(message)
+        else:
+            # The common case inline (no coroutine for it): one syscall that takes the
+            # whole frame. Cancellation is checked before the connection's state changes.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = self.connection.send(message)
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._send_broken = True
+                raise _stream_error(exc) from exc
+            if sent == len(data):
+                return
+            data = data[sent:]  # the rest waits for room below, as a partial frame
         self._sending = True
         completed = False
         try:
-            if self._raw is not None:
-                await self._send_raw(self._raw, data, fds)
+            if raw is not None:
+                await self._send_raw(raw, data, fds)
             elif fds:  # pragma: no cover - every AF_UNIX trio socket has a raw socket
                 assert self._socket is not None
                 try:
@@ -226,9 +250,7 @@ class FramedStream:
                             continue
                         rest = rest[sent:]
         except OSError as exc:
-            if exc.errno in _CLOSED_ERRNOS:
-                raise trio.ClosedResourceError("the socket was already closed") from None
-            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            raise _stream_error(exc) from exc
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -251,53 +273,52 @@ class FramedStream:
             self._unchecked = 0
             await trio.lowlevel.checkpoint()  # nothing taken yet: cancelling loses nothing
         connection = self.connection
+        raw = self._raw
         while True:
             event = connection.next_event()
             if event is not NEED_DATA:
                 self._unchecked += 1
                 return event
-            try:
-                if self._raw is not None:
-                    data, fds = await self._receive_raw(self._raw)
-                else:
+            if raw is None:
+                try:
                     data, fds = await self._receive_some()
-            except RemoteProtocolError as exc:  # fds truncated
-                self._receive_error = exc
-                raise
+                except RemoteProtocolError as exc:  # fds truncated
+                    self._receive_error = exc
+                    raise
+            else:
+                # One recvmsg on the non-blocking stdlib socket, inline. Like trio's own
+                # socket methods it is a checkpoint and passes through the scheduler once:
+                # in `wait_readable` when the socket has nothing, else in a yield after
+                # the read. When the previous read emptied the socket (returned less than
+                # asked), the peer is most likely waiting for us, so wait first rather
+                # than try a read that would fail.
+                if self._drained:
+                    await trio.lowlevel.wait_readable(raw)
+                    waited = True
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    waited = False
+                while True:
+                    try:
+                        data, ancdata, flags, _addr = raw.recvmsg(
+                            self.receive_size, self._ancillary_space, MSG_CMSG_CLOEXEC
+                        )
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(raw)
+                        waited = True
+                    except OSError as exc:
+                        raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
+                self._drained = len(data) < self.receive_size
+                try:
+                    fds = parse_fds(ancdata, flags)
+                except RemoteProtocolError as exc:  # fds truncated (and closed)
+                    self._receive_error = exc
+                    raise
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
             self._unchecked = 0
             connection.receive_data(data, fds)
-
-    async def _receive_raw(self, raw: _stdlib_socket.socket) -> tuple[bytes, list[int]]:
-        """One `recvmsg` on the non-blocking stdlib socket: the fast path of `receive`.
-
-        Like trio's own socket methods it is always a checkpoint, and costs one trip through
-        the scheduler either way: `wait_readable` when the socket has nothing, else a
-        yield after the read. When the previous read emptied the socket (it returned less
-        than asked), the peer is most likely waiting for us, so it waits first instead of
-        trying a read that would fail.
-        """
-        if self._drained:
-            await trio.lowlevel.wait_readable(raw)
-            waited = True
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            waited = False
-        while True:
-            try:
-                data, ancdata, flags, _addr = raw.recvmsg(
-                    self.receive_size, self._ancillary_space, MSG_CMSG_CLOEXEC
-                )
-                break
-            except BlockingIOError:
-                await trio.lowlevel.wait_readable(raw)
-                waited = True
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"recvmsg failed: {exc}") from exc
-        self._drained = len(data) < self.receive_size
-        fds = parse_fds(ancdata, flags)
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return data, fds
 
     async def _receive_some(self) -> tuple[bytes, list[int]]:
         if self._socket is None:

@@ -5,7 +5,9 @@ and either adopts a KHO handover (reserving every preserved frame, losing the re
 boots cold (losing everything). `kexec` hands the outgoing state over through RAM, marks
 this instance dead and boots a new one from the same machine: no Python object crosses.
 What does cross besides RAM is the next kernel's command line (`BootConfig`), as
-`kexec -l --reuse-cmdline` passes it.
+`kexec -l --reuse-cmdline` passes it, and the test harness's fault injector (`faults`), which
+belongs to whoever runs the machine, not to any kernel: an armed fault fires in the next
+kernel's boot as it would in this one.
 
 Boot order, as Linux does it: parse the KHO handover while touching nothing; release every
 byte not preserved; allocate only from scratch (the kernel image lands there) until the
@@ -31,6 +33,7 @@ from luod.kernel_model.errors import (
     WrongState,
 )
 from luod.kernel_model.extents import Extents
+from luod.kernel_model.faults import FaultInjector, InjectedFault
 from luod.kernel_model.files.base import File, FileTable
 from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
 from luod.kernel_model.handlers import default_flbs, default_handlers
@@ -76,8 +79,10 @@ class Kernel:
         mm: FrameAllocator,
         kho_in: KhoIn | None,
         report: BootReport,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.machine = machine
+        self.faults = faults
         self.image = image
         self.config = config
         self.mm = mm
@@ -102,13 +107,17 @@ class Kernel:
         root = None
         if self.kho_in is not None:
             try:
+                if self.faults is not None:
+                    self.faults.hit("boot.luo-root", self.image.release)
                 root = serialize.read_root(self.memory, self.kho_in, self.image.reads_for(LUO))
-            except serialize.LuoRootUnreadable as exc:
+            except (serialize.LuoRootUnreadable, InjectedFault) as exc:
                 self.panicked = f"Kernel panic - not syncing: {exc}"
                 return
         self.luo = Luo(
             self, self.image, limits=self.config.limits, incoming=root, resolve_fd=self.files.get
         )
+        if self.faults is not None:
+            self.luo.fault = self.faults.hit
         # A kernel has the handlers its image knows: one is built in when the image reads
         # one of its formats (a 6.19 kernel has no hugetlb handler, so such a memfd gets
         # ENOENT at preserve, as Linux without it does).
@@ -246,6 +255,7 @@ class Kernel:
         config: BootConfig | None = None,
         *,
         reason: str | None = None,
+        faults: FaultInjector | None = None,
     ) -> Kernel:
         """Power-on: all memory lost, scratch placed afresh."""
         config = config or BootConfig()
@@ -253,22 +263,31 @@ class Kernel:
         layout = ScratchLayout.place(machine.memory.frames, config.scratch)
         mm = FrameAllocator(machine.memory, layout)
         report = BootReport("cold", reason=reason)
-        return cls(machine, image or default_image(), config, mm, None, report)
+        return cls(machine, image or default_image(), config, mm, None, report, faults)
 
     @classmethod
     def boot(
-        cls, machine: Machine, image: KernelImage | None = None, config: BootConfig | None = None
+        cls,
+        machine: Machine,
+        image: KernelImage | None = None,
+        config: BootConfig | None = None,
+        *,
+        faults: FaultInjector | None = None,
     ) -> Kernel:
         """Boot from whatever the handover register says."""
         image = image or default_image()
         config = config or BootConfig()
         root = machine.handover.take()
         if root is None:
-            return cls.cold_boot(machine, image, config, reason="no KHO handover")
+            return cls.cold_boot(machine, image, config, reason="no KHO handover", faults=faults)
         try:
+            if faults is not None:
+                faults.hit("boot.kho-parse", image.release)
             kho_in = KhoIn.parse(machine.memory, root, image.reads_kho())
         except KhoRootRejected as exc:
-            return cls.cold_boot(machine, image, config, reason=exc.reason)
+            return cls.cold_boot(machine, image, config, reason=exc.reason, faults=faults)
+        except InjectedFault as exc:
+            return cls.cold_boot(machine, image, config, reason=exc.message, faults=faults)
         memory = machine.memory
         data = Extents(*memory.data_extents())
         lost = data - kho_in.preserved_extents
@@ -280,7 +299,7 @@ class Kernel:
             preserved_frames=kho_in.preserved_extents.total(),
             released_extents=len(lost),
         )
-        return cls(machine, image, config, mm, kho_in, report)
+        return cls(machine, image, config, mm, kho_in, report, faults)
 
     # -- kexec ------------------------------------------------------------------------------
 
@@ -299,4 +318,4 @@ class Kernel:
         root = kho.root_phys if kho.finalized else kho.finalize()
         self.machine.handover.load(root)
         self.alive = False
-        return Kernel.boot(self.machine, target, self.config)
+        return Kernel.boot(self.machine, target, self.config, faults=self.faults)

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -32,12 +33,13 @@ AsyncContextManagerClient = object  # the type of open_client(...): an async con
 
 
 @asynccontextmanager
-async def running_luod(directory: Path) -> AsyncIterator[Running]:
-    """A daemon serving `directory/luod.sock` for the duration of the block."""
+async def running_luod(directory: Path, **options: Any) -> AsyncIterator[Running]:
+    """A daemon serving `directory/luod.sock` for the duration of the block; `options` go
+    to `Daemon` (faults_enabled, event_capacity, drop_grace)."""
     host = Host(ram=8 << 30, image=default_image(), config=BootConfig())
     listener = await open_unix_listener(directory / "luod.sock")
     try:
-        daemon = Daemon(host)
+        daemon = Daemon(host, **options)
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, daemon, listener.listener)
             yield Running(daemon, directory / "luod.sock")

@@ -109,3 +109,44 @@ async def test_cooperative_participant_update_and_resume(
         assert status["state"] == "normal"
         assert status["last_update"]["full_blackout_ms"] >= result["blackout_ms"]
         assert [p["state"] for p in status["participants"]] == ["resumed"]
+
+
+async def test_participant_sees_kexec_before_its_connection_ends(luod: Running) -> None:
+    seen: list[str] = []
+
+    async def vmm(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with open_client(str(luod.path), "vmm") as client:
+            await setup_vm(client)
+            task_status.started()
+            try:
+                async for event in client.events():
+                    seen.append(event.event)
+                    if event.event in ("prepare", "freeze"):
+                        await client.call(
+                            "participant.ack",
+                            {"update_id": event.data["update_id"], "phase": event.event},
+                        )
+            except ConnectionLost:
+                pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(vmm)
+        async with open_client(str(luod.path), "luoctl") as ctl:
+            await ctl.call("update", {"target": "7.3.0"})
+    assert seen[-1] == "kexec", seen
+
+
+async def test_resumed_on_a_new_connection_then_gone_does_not_block(luod: Running) -> None:
+    """A participant that reports resumed without registering again, then disconnects, is
+    gone: the next update does not wait for it."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(participant, luod, "ack")
+        async with open_client(str(luod.path), "luoctl") as ctl:
+            await ctl.call("update", {"target": "7.3.0"})
+    async with open_client(str(luod.path), "vmm-again") as vmm:
+        await vmm.call("session.retrieve", {"name": "vm1"})
+        await vmm.call("session.finish", {"name": "vm1"})
+        await vmm.call("participant.resumed", {"name": "vm1"})
+    async with open_client(str(luod.path), "luoctl") as ctl:
+        result = (await ctl.call("update", {"target": "7.3.0", "timeout": 2.0})).result
+        assert result["to"] == "7.3.0"

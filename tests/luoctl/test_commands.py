@@ -277,6 +277,55 @@ def test_boot_cold(daemon: FakeDaemon, luoctl: Luoctl) -> None:
     assert daemon.requests[-1].params == {"target": "7.0.0"}
 
 
+def test_update_with_damage(daemon: FakeDaemon, luoctl: Luoctl) -> None:
+    error = {"name": "luod.InjectedFault", "errno": "EIO", "message": "injected fault at x"}
+    damage = [{"session": "vm1", "token": None, "step": "boot", "error": error}]
+    daemon.answers["update"] = Answer(result={**UPDATE, "damage": damage})
+    lines = luoctl("update", "--to", "7.0.0").out.splitlines()
+    assert lines[2] == "damage: 1 (not restored; everything else goes on)"
+    assert lines[3].split() == ["SESSION", "TOKEN", "STEP", "ERROR"]
+    assert lines[4].split()[:3] == ["vm1", "-", "boot"] and "injected fault at x" in lines[4]
+
+
+def test_fault_commands(daemon: FakeDaemon, luoctl: Luoctl) -> None:
+    arm = {"point": "handler.retrieve", "count": None, "errno": "EBUSY", "match": "vm1/1"}
+    daemon.answers["fault.arm"] = Answer(result=arm)
+    run = luoctl(
+        "fault", "arm", "handler.retrieve", "--always", "--errno", "EBUSY", "--match", "vm1/1"
+    )
+    assert run.code == 0 and run.out == "armed handler.retrieve: always EBUSY on vm1/1\n"
+    assert daemon.requests[-1].params == arm
+    luoctl("fault", "arm", "handler.prepare", "--count", "2")
+    assert daemon.requests[-1].params == {
+        "point": "handler.prepare",
+        "count": 2,
+        "errno": "EIO",
+        "match": None,
+    }
+    assert luoctl("fault", "arm", "handler.prepare", "--count", "0").code == 2
+
+    points = [
+        {"point": "handler.prepare", "after_kexec": False, "description": "d1", "armed": []},
+        {"point": "handler.retrieve", "after_kexec": True, "description": "d2", "armed": [arm]},
+    ]
+    listing = {"enabled": True, "points": points, "armed": [arm], "fired": []}
+    daemon.answers["fault.list"] = Answer(result=listing)
+    assert luoctl("fault", "list", json=True).json() == listing
+    lines = luoctl("fault", "list").out.splitlines()
+    assert lines[0].split() == ["POINT", "WHEN", "ARMED", "DESCRIPTION"]
+    assert lines[1].split() == ["handler.prepare", "before", "kexec", "-", "d1"]
+    assert lines[2].split()[:3] == ["handler.retrieve", "after", "kexec"]
+    assert "always EBUSY on vm1/1" in lines[2]
+
+    daemon.answers["fault.clear"] = Answer(result={"cleared": 1})
+    assert luoctl("fault", "clear").out == "cleared every point (1 arm(s))\n"
+    assert daemon.requests[-1].params == {"point": None}
+    assert luoctl("fault", "clear", "handler.retrieve", json=True).json() == {
+        "point": "handler.retrieve",
+        "cleared": 1,
+    }
+
+
 def test_socket_from_environment(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

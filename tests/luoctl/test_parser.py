@@ -49,6 +49,14 @@ COMMAND_LINES: list[tuple[list[str], str]] = [
     (["update", "--to", "7.0.0", "--timeout", "20", "--force"], "update"),
     (["boot", "--cold"], "boot.cold"),
     (["boot", "--cold", "--kernel", "6.19.0"], "boot.cold"),
+    (["fault", "list"], "fault.list"),
+    (["fault", "arm", "handler.prepare"], "fault.arm"),
+    (
+        ["fault", "arm", "handler.retrieve", "--always", "--errno", "EBUSY", "--match", "vm1/1"],
+        "fault.arm",
+    ),
+    (["fault", "clear"], "fault.clear"),
+    (["fault", "clear", "handler.prepare"], "fault.clear"),
     (["events"], "events"),
     (["events", "--follow"], "events"),
 ]
@@ -224,7 +232,7 @@ def test_help_and_version_return_zero(capsys: pytest.CaptureFixture[str]) -> Non
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, _ in COMMAND_LINES:
         words = [w for w in argv if not w.startswith("-")][:2]
-        if words[0] not in ("kernel", "session", "memfd", "file"):
+        if words[0] not in ("kernel", "session", "memfd", "file", "fault"):
             words = words[:1]
         assert main([*words, "--help"]) == 0
         out = capsys.readouterr().out

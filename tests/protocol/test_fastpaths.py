@@ -465,7 +465,7 @@ async def test_buffered_bursts_still_yield() -> None:
     peer pipelining requests cannot starve the other tasks."""
     client, server = socket_pair()
     await handshake(client, server)
-    count = 4 * CHECKPOINT_EVERY
+    count = 8 * CHECKPOINT_EVERY
     burst = b"".join(
         cbor_frame({"kind": "request", "id": i, "method": "m", "params": {}}) for i in range(count)
     )
@@ -485,7 +485,25 @@ async def test_buffered_bursts_still_yield() -> None:
         before = ticks
         for _ in range(count - 1):
             await server.receive()
-        assert ticks - before >= (count - 1) // CHECKPOINT_EVERY
+        # trio may run the ticker before or after us in each batch: one tick of slack.
+        assert ticks - before >= (count - 1) // CHECKPOINT_EVERY - 1
         nursery.cancel_scope.cancel()
+    await client.aclose()
+    await server.aclose()
+
+
+async def test_cancelled_send_changes_nothing() -> None:
+    """A send cancelled before it starts writes nothing, leaves the connection's state
+    as it was and the stream usable."""
+    client, server = socket_pair()
+    await handshake(client, server)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await client.send(Request(id=5, method="m", params={}))
+    assert scope.cancelled_caught
+    assert client.connection.in_flight == frozenset()
+    await client.send(Request(id=5, method="again", params={}))
+    message = await server.receive()
+    assert isinstance(message, Request) and message.method == "again"
     await client.aclose()
     await server.aclose()

@@ -11,14 +11,24 @@ Invariants:
   the state is NORMAL again and every file is as it was before prepare;
 - an object (a handler's `get_id`) is preserved at most once across all sessions;
 - the incoming side is deserialized once, on first use of the device; a failure there is
-  remembered, and every later use fails with EIO.
+  remembered, and every later use fails with EIO;
+- rollback never stops halfway: the ops a cancel runs (a handler's unfreeze and cancel)
+  cannot fail in Linux, so an error from one is recorded in `rollback_errors` and the
+  rollback goes on with every other file;
+- after the kexec, what cannot be restored is recorded per session and file in `damage`
+  (a failed retrieve, a failed finish) while every other session goes on.
+
+Every step calls the fault hook first (`fault`, a `FaultInjector.hit` handed over by the
+kernel; see `luod.kernel_model.faults` for the points and what a fault at each does).
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from luod.kernel_model import catalog
 from luod.kernel_model.errors import (
@@ -39,7 +49,9 @@ from luod.kernel_model.errors import (
     TooManySessions,
     UpdateInProgress,
     WrongState,
+    errno_name,
 )
+from luod.kernel_model.faults import InjectedFault, file_subject
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.luo import serialize
 from luod.kernel_model.luo.handler import (
@@ -61,7 +73,30 @@ if TYPE_CHECKING:
     from luod.kernel_model.files.base import File
 
 FLB_MAX = 63
-FaultHook = Callable[[str, object], None]
+FaultHook = Callable[[str, str, Collection[str]], None]  # (point, subject, labels)
+
+
+@attrs.frozen
+class Damage:
+    """One thing the next kernel could not restore: a session or one file of it, the step
+    that failed (`retrieve`, `finish`, ...) and the error, first cause first."""
+
+    session: str
+    token: int | None
+    step: str
+    error: KernelError
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "token": self.token,
+            "step": self.step,
+            "error": {
+                "name": f"luod.{self.error.name}",
+                "errno": errno_name(self.error.errno),
+                "message": self.error.message,
+            },
+        }
 
 
 class Luo:
@@ -95,7 +130,9 @@ class Luo:
         self.device_open = False
         self.target: KernelImage | None = None
         self.formats: dict[str, str] = {}
-        self.fault: FaultHook | None = None  # test hook: raise at a named point
+        self.fault: FaultHook | None = None  # the fault injector's hit, if any
+        self.rollback_errors: list[KernelError] = []  # complaints during the last cancel
+        self.damage: list[Damage] = []  # what this kernel could not restore
 
     # -- registration ---------------------------------------------------------------------
 
@@ -181,6 +218,7 @@ class Luo:
         assert root is not None and self.kernel.kho_in is not None
         memory, kho_in = self.kernel.memory, self.kernel.kho_in
         try:
+            self._hit("luo.deserialize", self.image.release)
             sessions, flbs, pages = serialize.read_tables(memory, kho_in, root)
             for flb in flbs:
                 if flb.compatible not in self.image.reads:
@@ -192,7 +230,7 @@ class Luo:
                             f"no handler reads format {f.compatible!r} "
                             f"(session {record.name!r}, token {f.token:#x})"
                         )
-        except serialize.LuoTablesCorrupt as exc:
+        except (serialize.LuoTablesCorrupt, InjectedFault) as exc:
             self._broken = f"incoming live-update data unusable: {exc}"
             raise LuoUnavailable(self._broken, obj="/dev/liveupdate") from exc
         for record in sessions:
@@ -270,7 +308,7 @@ class Luo:
             for compatible in self._handler_flbs[handler.file_type]:
                 self._flb_get(compatible)
                 taken.append(compatible)
-            self._hit("preserve", f)
+            self._hit_file("handler.preserve", f)
             handler.preserve(f)
         except BaseException:
             for compatible in reversed(taken):
@@ -295,6 +333,7 @@ class Luo:
         self._unpreserve(f)
 
     def _unpreserve(self, f: OutgoingFile) -> None:
+        self._hit_file("handler.unpreserve", f)
         f.handler.unpreserve(f)
         f.session.files.remove(f)
         del self._preserved[(f.handler.file_type, f.handler.get_id(f.file))]
@@ -358,9 +397,25 @@ class Luo:
         for session in self.outgoing.values():
             yield from session.files
 
-    def _hit(self, point: str, subject: object) -> None:
+    def _hit(self, point: str, subject: str, labels: Collection[str] = ()) -> None:
         if self.fault is not None:
-            self.fault(point, subject)
+            self.fault(point, subject, labels)
+
+    def _hit_file(self, point: str, f: OutgoingFile | IncomingFile) -> None:
+        if self.fault is not None:
+            self.fault(point, *file_subject(f.handler.file_type, f.session.name, f.token))
+
+    def _rollback(self, point: str, f: OutgoingFile, op: Callable[[OutgoingFile], None]) -> None:
+        """Run a rollback op that Linux gives no way to fail: a complaint (an injected
+        fault, or an error from the op) is recorded and the rollback goes on."""
+        try:
+            self._hit_file(point, f)
+        except KernelError as exc:
+            self.rollback_errors.append(exc)
+        try:
+            op(f)
+        except KernelError as exc:
+            self.rollback_errors.append(exc)
 
     def layers_in_use(self) -> dict[str, list[str]]:
         """Each layer the next kernel must read, with the formats implemented for it."""
@@ -382,11 +437,11 @@ class Luo:
         prepared: list[OutgoingFile] = []
         try:
             for f in self._files():
-                self._hit("prepare", f)
+                self._hit_file("handler.prepare", f)
                 f.compatible = chosen[f.handler.layer]
                 f.data = f.handler.prepare(f, f.compatible)
                 prepared.append(f)
-            self._hit("prepare-luo", self)
+            self._hit("luo.prepare", target.release)
             limits = self.limits
             self._written = serialize.write(
                 self.kernel.kho_out,
@@ -408,6 +463,7 @@ class Luo:
             )
             self.kernel.kho_out.set_format(chosen[catalog.KHO])
         except BaseException:
+            self.rollback_errors = []
             self._discard_records(prepared)
             raise
         self.target = target
@@ -422,10 +478,10 @@ class Luo:
             raise WrongState(f"freeze needs state prepared, not {self.state.value}")
         try:
             for f in self._files():
-                self._hit("freeze", f)
+                self._hit_file("handler.freeze", f)
                 f.handler.freeze(f)
                 f.frozen = True
-            self._hit("kho-finalize", self)
+            self._hit("kho.finalize", self.target.release if self.target else self.image.release)
             self.kernel.kho_out.finalize()
         except BaseException:
             self.cancel()
@@ -436,9 +492,10 @@ class Luo:
         """Back to NORMAL from PREPARED or FROZEN; every file stays preserved and usable."""
         if self.state not in (LuoState.PREPARED, LuoState.FROZEN):
             raise WrongState(f"cancel needs state prepared or frozen, not {self.state.value}")
+        self.rollback_errors = []
         for f in reversed(list(self._files())):
             if f.frozen:
-                f.handler.unfreeze(f)
+                self._rollback("handler.unfreeze", f, f.handler.unfreeze)
                 f.frozen = False
         if self.kernel.kho_out.finalized:
             self.kernel.kho_out.abort()
@@ -449,7 +506,7 @@ class Luo:
 
     def _discard_records(self, prepared: list[OutgoingFile]) -> None:
         for f in reversed(prepared):
-            f.handler.cancel(f)
+            self._rollback("handler.cancel", f, f.handler.cancel)
             f.data = None
             f.compatible = None
         if self._written is not None:
@@ -482,10 +539,11 @@ class Luo:
             assert f.file is not None
             return f.file
         try:
-            self._hit("retrieve", f)
+            self._hit_file("handler.retrieve", f)
             file = f.handler.retrieve(f)
         except KernelError as exc:
             f.status, f.error = -exc.errno, exc
+            self.damage.append(Damage(session.name, f.token, "retrieve", exc))
             raise
         f.file = file.get()
         f.status = RETRIEVE_OK
@@ -517,6 +575,7 @@ class Luo:
     def _veto_check(self, sessions: list[IncomingSession]) -> None:
         for session in sessions:
             for f in session.files:
+                self._hit_file("handler.can_finish", f)
                 if not f.handler.can_finish(f):
                     raise FinishVetoed(
                         f"session {session.name!r}: token {f.token:#x} cannot finish yet",
@@ -525,8 +584,13 @@ class Luo:
 
     def _finish(self, session: IncomingSession) -> None:
         for f in reversed(session.files):
-            self._hit("finish", f)
-            f.handler.finish(f)
+            try:
+                self._hit_file("handler.finish", f)
+                f.handler.finish(f)
+            except KernelError as exc:
+                # Past the point of no return nothing is rolled back: the session finishes
+                # with its other files; what this one held stays reserved until next boot.
+                self.damage.append(Damage(session.name, f.token, "finish", exc))
             if f.file is not None:
                 f.file.put()
             flbs = self._handler_flbs.get(f.handler.file_type, [])
