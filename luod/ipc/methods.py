@@ -27,7 +27,11 @@ Direction = Literal["outgoing", "incoming"]
 @attrs.frozen
 class Status:
     """Result: state, kernel {release, liveupdate_number, boot}, loaded, sessions,
-    participants, blocking, last_update, machine {ram, resident}."""
+    participants, blocking, last_update, last_cancel, machine {ram, resident}.
+    `last_update.damage` lists what the last update's kernel could not restore
+    ([{session, token, step, error}], kept current); `last_cancel` is the last update
+    cancelled before its kexec: {update_id, target, error (the first cause), rollback}.
+    An incoming session's files carry `error`: why their retrieve failed."""
 
 
 @METHODS.method("kernel.list")
@@ -214,7 +218,10 @@ class Kexec:
 @attrs.frozen
 class Update:
     """load, check, prepare, freeze, kexec in one go, with the participants' barrier;
-    cancels everything on any failure. Result: {from, to, phases, blackout_ms, update_id}."""
+    cancels everything on any failure before the kexec (the error is the first cause).
+    `timeout` is each barrier's deadline and the participants' deadline to resume.
+    Result: {from, to, phases, blackout_ms, update_id, boot, state, damage: [{session,
+    token, step, error}] (what the next kernel could not restore), late, ...}."""
 
     target: str
     timeout: float | None = None

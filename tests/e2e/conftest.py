@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,24 @@ def start_luod(workdir: Path, *args: str, env: dict[str, str] | None = None) -> 
         raise
     assert proc.poll() is None, proc.communicate()[1].decode()
     return running
+
+
+@pytest.fixture
+def traversable_venv() -> Iterator[None]:
+    """Let other users reach the venv (and the checkout its editable install points into):
+    CI clones into a private temporary directory. Adds o+x to each ancestor that lacks it,
+    for the duration of the test, and restores the modes afterwards."""
+    changed: list[tuple[Path, int]] = []
+    for directory in Path(sys.executable).parent.resolve().parents:
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            changed.append((directory, mode))
+            directory.chmod(mode | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for directory, mode in changed:
+            directory.chmod(mode)
 
 
 @pytest.fixture

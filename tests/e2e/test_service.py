@@ -8,6 +8,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from luod.ipc.client import Client
 
 from .conftest import LUOD, LuodProcess, accepts, start_luod, wait_for
@@ -111,6 +113,7 @@ def test_sigterm_removes_socket_and_records_clean_stop(workdir: Path) -> None:
             again.proc.kill()
 
 
+@pytest.mark.usefixtures("traversable_venv")
 def test_other_uid_is_refused(luod: LuodProcess) -> None:
     luod.luoctl("session", "create", "vm1", check=True)
     denied = luod.luoctl("session", "close", "vm1", user="nobody")
