@@ -7,15 +7,16 @@ three-line rule lives twice; keep the two in step.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Final
 
 from luoctl.failures import UsageError
+from luod.ipc.sockets import ROOT_SOCKET as SHARED_ROOT_SOCKET
+from luod.ipc.sockets import default_socket_path as socket_rule
 
 __all__ = ["ROOT_SOCKET", "default_socket_path", "resolve_socket"]
 
-ROOT_SOCKET: Final = "/run/luod/luod.sock"
+ROOT_SOCKET: Final = SHARED_ROOT_SOCKET
 """The system daemon's socket, the default for root."""
 
 
@@ -27,14 +28,9 @@ def default_socket_path(environ: Mapping[str, str] | None = None, euid: int | No
         UsageError: none applies (not root, and neither variable is set). It is a usage
             error rather than "unreachable": retrying will not help, `--socket` will.
     """
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if environ.get("LUOD_SOCKET"):
-        return environ["LUOD_SOCKET"]
-    if euid == 0:
-        return ROOT_SOCKET
-    if environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(environ["XDG_RUNTIME_DIR"], "luod", "luod.sock")
+    path = socket_rule(environ, euid)
+    if path is not None:
+        return path
     raise UsageError(
         "no socket path: pass --socket, or set LUOD_SOCKET or XDG_RUNTIME_DIR "
         "(neither is set and luoctl is not running as root)"

@@ -1,21 +1,21 @@
 """Where the daemon's socket is: `--socket`, else the default rule of CLI.md.
 
-The same three-line rule as `luod.daemon.listener.default_socket_path` and
-`luoctl.sockets`; it lives here too because clients depend on `luod.ipc` only, never on
-the daemon package or on each other. Keep the copies in step.
+The rule itself is `luod.ipc.sockets.default_socket_path`, shared with the daemon and
+luoctl; this module adds `--socket` and luod-vmm's own error.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Final
 
+from luod.ipc.sockets import ROOT_SOCKET as SHARED_ROOT_SOCKET
+from luod.ipc.sockets import default_socket_path as socket_rule
 from luod_vmm.errors import ExitCode, VmmError
 
 __all__ = ["ROOT_SOCKET", "resolve_socket"]
 
-ROOT_SOCKET: Final = "/run/luod/luod.sock"
+ROOT_SOCKET: Final = SHARED_ROOT_SOCKET
 
 
 def resolve_socket(
@@ -29,14 +29,9 @@ def resolve_socket(
     """
     if option:
         return option
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if environ.get("LUOD_SOCKET"):
-        return environ["LUOD_SOCKET"]
-    if euid == 0:
-        return ROOT_SOCKET
-    if environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(environ["XDG_RUNTIME_DIR"], "luod", "luod.sock")
+    path = socket_rule(environ, euid)
+    if path is not None:
+        return path
     raise VmmError(
         "no socket path: pass --socket, or set LUOD_SOCKET or XDG_RUNTIME_DIR",
         ExitCode.USAGE,

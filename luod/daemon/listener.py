@@ -39,6 +39,9 @@ from typing import Final
 import attrs
 import trio
 
+from luod.ipc.sockets import ROOT_SOCKET as SHARED_ROOT_SOCKET
+from luod.ipc.sockets import default_socket_path as socket_rule
+
 __all__ = [
     "AlreadyServing",
     "ListenerError",
@@ -50,7 +53,7 @@ __all__ = [
     "open_unix_listener",
 ]
 
-ROOT_SOCKET: Final = Path("/run/luod/luod.sock")
+ROOT_SOCKET: Final = Path(SHARED_ROOT_SOCKET)
 ACTIVATION_FD_NAME: Final = "control"  # FileDescriptorName= in systemd/luod.socket
 
 # Connecting to a live listener whose backlog is full blocks; that still means "served".
@@ -97,14 +100,9 @@ def default_socket_path(environ: Mapping[str, str] | None = None, euid: int | No
     Raises:
         NoSocketPath: none of the three applies (non-root without `$XDG_RUNTIME_DIR`).
     """
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if environ.get("LUOD_SOCKET"):
-        return Path(environ["LUOD_SOCKET"])
-    if euid == 0:
-        return ROOT_SOCKET
-    if environ.get("XDG_RUNTIME_DIR"):
-        return Path(environ["XDG_RUNTIME_DIR"]) / "luod" / "luod.sock"
+    path = socket_rule(environ, euid)
+    if path is not None:
+        return Path(path)
     raise NoSocketPath(
         "no socket path: pass --socket, or set LUOD_SOCKET or XDG_RUNTIME_DIR "
         "(neither is set and luod is not running as root)"
