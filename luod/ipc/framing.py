@@ -179,30 +179,23 @@ def _conforms(value: object, depth: int, max_depth: int) -> bool:
         return False
     depth += 1
     if kind is dict:
-        for key, v in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
+        if not all(type(key) is str for key in value):  # type: ignore[attr-defined]
+            return False
+        values = value.values()  # type: ignore[attr-defined]
+    elif kind is list:
+        values = value
+    else:
+        return False
+    for v in values:
+        vkind = type(v)
+        if vkind in _LEAF_TYPES:
+            continue
+        if vkind is int:
+            if not _INT_MIN <= v <= _INT_MAX:
                 return False
-            vkind = type(v)
-            if vkind in _LEAF_TYPES:
-                continue
-            if vkind is int:
-                if not _INT_MIN <= v <= _INT_MAX:
-                    return False
-            elif not _conforms(v, depth, max_depth):
-                return False
-        return True
-    if kind is list:
-        for v in value:  # type: ignore[attr-defined]
-            vkind = type(v)
-            if vkind in _LEAF_TYPES:
-                continue
-            if vkind is int:
-                if not _INT_MIN <= v <= _INT_MAX:
-                    return False
-            elif not _conforms(v, depth, max_depth):
-                return False
-        return True
-    return False
+        elif not _conforms(v, depth, max_depth):
+            return False
+    return True
 
 
 def conforms(item: object, *, max_depth: int = MAX_DEPTH) -> bool:

@@ -21,7 +21,7 @@ import pytest
 
 from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.files.memfd import MemfdFile
-from tests.daemon.conftest import Running, running_luod
+from tests.daemon.conftest import Running, preserve_memfd, running_luod
 
 TARGET = "7.2.0"
 
@@ -36,15 +36,6 @@ async def luod(tmp_path: Path) -> AsyncIterator[Running]:
 async def ctl(luod: Running) -> AsyncIterator[TrioClient]:
     async with open_client(str(luod.path), "fault-test") as client:
         yield client
-
-
-async def preserve(client: TrioClient, session: str, token: int, data: bytes) -> None:
-    fd = os.memfd_create("t", os.MFD_CLOEXEC)
-    try:
-        os.write(fd, data)
-        await client.call("memfd.preserve", {"session": session, "token": token}, fds=[fd])
-    finally:
-        os.close(fd)
 
 
 async def retrieve_bytes(client: TrioClient, session: str, token: int) -> bytes:
@@ -83,7 +74,7 @@ class Workload:
         return workload
 
     async def add(self, client: TrioClient, session: str, token: int, data: bytes) -> None:
-        await preserve(client, session, token, data)
+        await preserve_memfd(client, session, token, data)
         self.data[(session, token)] = data
 
     @property
