@@ -12,12 +12,12 @@ Errors raised on the client side get names in the `luoctl.` namespace (the daemo
 
 from __future__ import annotations
 
-import errno as _errno
 from typing import Final
 
 import attrs
 
 from luoctl.exitcodes import ExitCode
+from luod.errnos import errno_name
 from luod.ipc.errors import (
     ConnectionLost,
     DaemonTimeout,
@@ -43,8 +43,8 @@ __all__ = [
     "Failure",
     "UsageError",
     "classify",
-    "errno_name",
     "interrupted",
+    "os_errno_name",
 ]
 
 # Client-side error names (stable: scripts may dispatch on them like on the daemon's).
@@ -67,9 +67,9 @@ INCOMPATIBLE_COMMANDS: Final = frozenset({"check", "update", "kexec", "load"})
 """Commands for which `luod.Incompatible` means exit 3 (CLI.md: "nothing was changed")."""
 
 
-def errno_name(code: int | None) -> str | None:
-    """The symbolic name of an errno value (`2` -> `"ENOENT"`), None when unknown."""
-    return None if code is None else _errno.errorcode.get(code)
+def os_errno_name(code: int | None) -> str | None:
+    """The symbolic name of an OSError's errno (which may be None)."""
+    return None if code is None else errno_name(code)
 
 
 @attrs.frozen
@@ -149,11 +149,11 @@ def classify(exc: BaseException, command: str | None) -> Failure | None:
         return _remote(exc, command)
     if isinstance(exc, PermissionDenied):
         return Failure(
-            ExitCode.NOPERM, PERMISSION_DENIED, errno_name(exc.errno), str(exc), exc.path
+            ExitCode.NOPERM, PERMISSION_DENIED, os_errno_name(exc.errno), str(exc), exc.path
         )
     if isinstance(exc, DaemonUnreachable):
         return Failure(
-            ExitCode.UNAVAILABLE, DAEMON_UNREACHABLE, errno_name(exc.errno), str(exc), exc.path
+            ExitCode.UNAVAILABLE, DAEMON_UNREACHABLE, os_errno_name(exc.errno), str(exc), exc.path
         )
     # The link turns timeouts and lost connections into CliErrors with the method named;
     # these two are the fallback should one escape it.
@@ -168,7 +168,7 @@ def classify(exc: BaseException, command: str | None) -> Failure | None:
         message = exc.strerror or str(exc)
         if filename is not None:
             message = f"{filename}: {message}"
-        return Failure(ExitCode.FAILED, LOCAL_ERROR, errno_name(exc.errno), message, filename)
+        return Failure(ExitCode.FAILED, LOCAL_ERROR, os_errno_name(exc.errno), message, filename)
     return None
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO, Final
 
 from luoctl.context import Context, Outcome
-from luoctl.failures import CliError, errno_name
+from luoctl.failures import CliError, os_errno_name
 from luoctl.output import stdout_is_terminal
 from luod.ipc.fdpass import close_fds
 
@@ -37,7 +37,9 @@ def open_source(path: str) -> int:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise CliError(
-            f"cannot open {path}: {exc.strerror or exc}", errno=errno_name(exc.errno), object=path
+            f"cannot open {path}: {exc.strerror or exc}",
+            errno=os_errno_name(exc.errno),
+            object=path,
         ) from None
     # A memfd shows as a regular file too, so `--from /proc/self/fd/N` works; pipes and
     # directories would only fail later, inside the daemon, with a vaguer message.
@@ -104,7 +106,9 @@ def _open_output(path: str) -> BinaryIO:
         return open(path, "wb")  # the caller closes it (a `with` around the copy)
     except OSError as exc:
         raise CliError(
-            f"cannot write {path}: {exc.strerror or exc}", errno=errno_name(exc.errno), object=path
+            f"cannot write {path}: {exc.strerror or exc}",
+            errno=os_errno_name(exc.errno),
+            object=path,
         ) from None
 
 

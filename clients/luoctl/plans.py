@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from luoctl.failures import CliError, errno_name
+from luoctl.failures import CliError, os_errno_name
 from luod.units import parse_size
 
 
@@ -32,7 +32,7 @@ def load_plan(path: str) -> dict[str, Any]:
         text = file.read_text()
     except OSError as exc:
         raise CliError(
-            f"cannot read plan {path}: {exc.strerror}", errno=errno_name(exc.errno), object=path
+            f"cannot read plan {path}: {exc.strerror}", errno=os_errno_name(exc.errno), object=path
         ) from None
     try:
         raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno as _errno
 
-from luod.kernel_model.errors import KernelError, errno_name
+from luod.errnos import errno_name
+from luod.kernel_model.errors import KernelError
 from luod.kernel_model.images import ImageError
 
 

@@ -70,12 +70,12 @@ from __future__ import annotations
 
 import collections
 import enum
-import errno as _errno
 from collections.abc import Iterable
 from typing import Final, Literal
 
 import attrs
 
+from luod.errnos import errno_name
 from luod.ipc.convert import encode_message, structure_message, unstructure_message
 from luod.ipc.errors import (
     ErrorInfo,
@@ -503,7 +503,7 @@ def error_info(exc: object) -> ErrorInfo:
     if isinstance(raw_errno, bool):
         errno_text = None
     elif isinstance(raw_errno, int):
-        errno_text = _errno.errorcode.get(raw_errno, f"E{raw_errno}")
+        errno_text = errno_name(raw_errno)
     elif isinstance(raw_errno, str):
         errno_text = raw_errno
     else:

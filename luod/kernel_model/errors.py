@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno as _errno
 from typing import ClassVar
 
+from luod.errnos import errno_name
+
 # The errnos the model returns, with the meaning the kernel gives them in live update.
 ERRNO_MEANINGS: dict[int, str] = {
     _errno.EPERM: "not permitted on this object (frozen memfd mapping, foreign owner)",
@@ -30,11 +32,6 @@ ERRNO_MEANINGS: dict[int, str] = {
     _errno.ENOEXEC: "the target kernel cannot read a format that would be handed to it",
     _errno.ENOTTY: "ioctl number in range but wrongly encoded",
 }
-
-
-def errno_name(code: int) -> str:
-    """Symbolic name of an errno (`"EBUSY"`)."""
-    return _errno.errorcode.get(code, f"E{code}")
 
 
 class KernelError(Exception):

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import attrs
 
-from luod.kernel_model.errors import ERRNO_MEANINGS, KernelError, errno_name
+from luod.errnos import errno_name
+from luod.kernel_model.errors import ERRNO_MEANINGS, KernelError
 
 Layer = Literal["handler", "luo", "boot", "update"]
 

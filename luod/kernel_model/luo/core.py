@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from luod.errnos import errno_name
 from luod.kernel_model import catalog
 from luod.kernel_model.errors import (
     DeviceBusy,
@@ -49,7 +50,6 @@ from luod.kernel_model.errors import (
     TooManySessions,
     UpdateInProgress,
     WrongState,
-    errno_name,
 )
 from luod.kernel_model.faults import InjectedFault, file_subject
 from luod.kernel_model.images import KernelImage
