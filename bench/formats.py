@@ -31,10 +31,11 @@ import time
 import attrs
 
 from luod.hw.machine import Machine
-from luod.kernel_model.files.memfd import MemfdFile
-from luod.kernel_model.handlers.memfd import EXTENT_BYTES, HEADER_V2, HEADER_V3, MemfdHandler
 from luod.kernel_model.images import KernelImage, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.handler import MemfdHandler
+from luod.kernel_model.memfd.records import EXTENT_BYTES, HEADER_V2, HEADER_V3
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -22,9 +22,9 @@ from collections.abc import Callable
 import kho  # bench/kho.py, beside this file
 
 from luod.hw.machine import Machine
-from luod.kernel_model.files.memfd import MemfdFile
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.memfd.file import MemfdFile
 
 GiB = 1 << 30
 TiB = 1 << 40

@@ -39,13 +39,14 @@ from luod.kernel_model.catalog import KHO, LUO
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.faults import FaultInjector
-from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import KernelImage, bundled_images, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
 from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
 from luod.kernel_model.luo.state import LuoState
 from luod.kernel_model.matrix import matrix as compatibility_matrix
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.seals import Seal
 from luod.kernel_model.negotiate import LayerProblem, choose, formats_of
 
 OWNERS_SESSION = "luod.owners"

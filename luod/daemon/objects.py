@@ -24,11 +24,12 @@ import attrs
 
 from luod.daemon.errors import DaemonError
 from luod.ipc.methods import ObjectSpec, Plan
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.iommufd import IommufdFile, VfioDeviceFile
-from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
-from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.iommufd.file import IommufdFile
 from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.vfio_pci.file import VfioDeviceFile
+from luod.kernel_model.vfs import File
 
 HUGE_ORDERS = {4096: 0, 2 << 20: 9, 1 << 30: 18}
 

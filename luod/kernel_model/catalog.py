@@ -2,8 +2,8 @@
 
 A kernel image may only name formats listed here: each one has a writer and a reader in
 the model (KHO memory maps in `kho.formats`, LUO roots in `luo.serialize`, file records
-in `handlers`). A layer is what negotiation picks one format for: the KHO root, the LUO
-root, each file type, each FLB.
+in the file-type packages that `filetypes` lists). A layer is what negotiation picks one
+format for: the KHO root, the LUO root, each file type, each FLB.
 """
 
 from __future__ import annotations

@@ -34,17 +34,18 @@ from luod.kernel_model.errors import (
 )
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.faults import FaultInjector, InjectedFault
-from luod.kernel_model.files.base import File, FileTable
-from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
-from luod.kernel_model.handlers import default_flbs, default_handlers
-from luod.kernel_model.hugetlb import HugetlbPools
+from luod.kernel_model.filetypes import default_flbs, default_handlers
 from luod.kernel_model.images import KernelImage, default_image
 from luod.kernel_model.kho.incoming import KhoIn, KhoRootRejected
 from luod.kernel_model.kho.outgoing import KhoOut
 from luod.kernel_model.luo import serialize
 from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.state import Limits, LuoState
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
+from luod.kernel_model.memfd.hugetlb_pool import HugetlbPools
 from luod.kernel_model.mm import FrameAllocator, ScratchConfig, ScratchLayout
+from luod.kernel_model.vfs import File, FileTable
 
 KERNEL_IMAGE_FRAMES = 16
 

@@ -7,7 +7,7 @@ exactly what `prepare` would negotiate (`negotiate.choose`, with `from` as the r
 kernel, its image's default write switches, and `to` as the target) for every layer the
 object type needs: the KHO and LUO roots are one layer each; a file type is its record
 layer plus the FLBs its handler links (an iommufd needs `iommu-core` too). Object types
-come from the handlers themselves (`handlers.HANDLER_TYPES`), so a new handler appears
+come from the handlers themselves (`filetypes.HANDLER_TYPES`), so a new handler appears
 here without an edit.
 
 A type whose record format `from` cannot write at all (no device formats before 7.1) is
@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from luod.kernel_model.catalog import FORMAT_LAYERS, KHO, LUO
-from luod.kernel_model.handlers import HANDLER_TYPES
+from luod.kernel_model.filetypes import HANDLER_TYPES
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.negotiate import LayerProblem, choose, formats_of
 

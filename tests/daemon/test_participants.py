@@ -8,7 +8,7 @@ import trio
 
 from luod.ipc.errors import ConnectionLost, RemoteError
 from luod.ipc.trio_client import TrioClient, open_client
-from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.memfd.file import MemfdFile
 
 from .conftest import Running, preserve_memfd
 

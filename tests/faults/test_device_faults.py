@@ -27,10 +27,10 @@ from luod.hw.machine import Machine
 from luod.kernel_model import faults
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.faults import FaultInjector, InjectedFault
-from luod.kernel_model.files.memfd import MemfdFile
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.state import LuoState
+from luod.kernel_model.memfd.file import MemfdFile
 from tests.kernel_model.luo.workload import BDF, CONFIG, DMA_WINDOW, SESSION, Workload, new_machine
 
 HANDLER_POINTS = [p.name for p in faults.POINTS if p.layer == "handler"]

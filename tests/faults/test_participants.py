@@ -20,7 +20,7 @@ import trio
 
 from luod.ipc.errors import ConnectionLost, RemoteError
 from luod.ipc.trio_client import TrioClient, open_client
-from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.memfd.file import MemfdFile
 from tests.daemon.conftest import Running, preserve_memfd, running_luod
 
 DATA = b"guest memory " * 1000

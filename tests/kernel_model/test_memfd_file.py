@@ -24,7 +24,9 @@ from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.errors import KernelError, OutOfMemory
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile, Seal
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
+from luod.kernel_model.memfd.seals import Seal
 from luod.kernel_model.mm import FrameAllocator, ScratchLayout
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40

@@ -70,7 +70,7 @@ from luod.kernel_model.luo.state import Limits, LuoState
 from luod.kernel_model.negotiate import negotiate
 
 if TYPE_CHECKING:
-    from luod.kernel_model.files.base import File
+    from luod.kernel_model.vfs import File
 
 FLB_MAX = 63
 FaultHook = Callable[[str, str, Collection[str]], None]  # (point, subject, labels)

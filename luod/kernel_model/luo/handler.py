@@ -27,13 +27,13 @@ from luod.kernel_model.errors import KernelError
 if TYPE_CHECKING:
     from luod.hw.machine import Machine
     from luod.hw.memory import PhysicalMemory
-    from luod.kernel_model.files.base import File
-    from luod.kernel_model.hugetlb import HugetlbPools
     from luod.kernel_model.kho.incoming import KhoIn
     from luod.kernel_model.kho.outgoing import KhoOut
     from luod.kernel_model.luo.core import Luo
     from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
+    from luod.kernel_model.memfd.hugetlb_pool import HugetlbPools
     from luod.kernel_model.mm import FrameAllocator
+    from luod.kernel_model.vfs import File
 
 HANDLER_COMPAT_LENGTH = 48
 

@@ -26,9 +26,9 @@ import errno
 import struct
 
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.base import File
 from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
+from luod.kernel_model.vfs import File
 
 CREATE_SESSION = 0x00
 RETRIEVE_SESSION = 0x01

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from luod.hw.machine import Machine
-from luod.kernel_model.files.memfd import MemfdFile
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.memfd.file import MemfdFile
 
 RAM = 4 << 30  # sparse: costs only what is written
 

@@ -10,10 +10,11 @@ import pytest
 
 from luod.hw.machine import Machine
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.iommufd import IommufdFile, Mapping, VfioDeviceFile
-from luod.kernel_model.files.memfd import MemfdFile
 from luod.kernel_model.images import resolve
+from luod.kernel_model.iommufd.file import IommufdFile, Mapping
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.vfio_pci.file import VfioDeviceFile
 
 from .conftest import opened
 

@@ -6,10 +6,10 @@ import pytest
 
 from luod.hw.machine import Machine
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
-from luod.kernel_model.files.memfd import HugetlbMemfdFile
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
+from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
 
 from .conftest import opened
 

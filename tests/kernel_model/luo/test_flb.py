@@ -9,9 +9,9 @@ import pytest
 
 from luod.kernel_model import catalog
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.base import File
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.handler import FileHandler, Flb, IncomingFile, OutgoingFile
+from luod.kernel_model.vfs import File
 
 from .conftest import opened
 
@@ -95,7 +95,7 @@ def test_flb_refcount_across_sessions(widget_kernel: Kernel) -> None:
 
 
 def test_flb_across_kexec(widget_kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
-    from luod.kernel_model import handlers
+    from luod.kernel_model import filetypes
 
     kernel = widget_kernel
     luo = kernel.liveupdate()
@@ -106,7 +106,7 @@ def test_flb_across_kexec(widget_kernel: Kernel, monkeypatch: pytest.MonkeyPatch
     def with_widgets(k: Any) -> list[FileHandler]:
         return [WidgetHandler(k)]  # reads memfd-v2, so the next kernel builds it in
 
-    monkeypatch.setattr(handlers, "default_handlers", with_widgets)
+    monkeypatch.setattr(filetypes, "default_handlers", with_widgets)
     monkeypatch.setattr("luod.kernel_model.kernel.default_handlers", with_widgets)
     monkeypatch.setattr("luod.kernel_model.kernel.default_flbs", lambda k: [])
     kernel.prepare()

@@ -13,13 +13,14 @@ from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SIZE
 from luod.kernel_model import catalog
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.memfd import MemfdFile
-from luod.kernel_model.handlers import HANDLER_TYPES, default_flbs
-from luod.kernel_model.handlers.memfd import HEADER_V1, HEADER_V2, HEADER_V3, MemfdHandler
+from luod.kernel_model.filetypes import HANDLER_TYPES, default_flbs
 from luod.kernel_model.images import KernelImage, bundled_images, parse_image, resolve
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.kho.formats import FORMATS as KHO_FORMATS
 from luod.kernel_model.luo import serialize
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.handler import MemfdHandler
+from luod.kernel_model.memfd.records import HEADER_V1, HEADER_V2, HEADER_V3
 from luod.kernel_model.negotiate import formats_of
 
 from .conftest import new_memfd, opened

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.seals import Seal
 
 from .conftest import new_memfd, opened, update
 
@@ -180,7 +181,7 @@ def test_memfd_v1_drops_seals(kernel: Kernel) -> None:
 
 def test_hugetlb_memfd_refused_without_its_handler(kernel: Kernel) -> None:
     """A 7.0.0 kernel has no hugetlb handler: the memfd handler takes shmem memfds only."""
-    from luod.kernel_model.files.memfd import HugetlbMemfdFile
+    from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
 
     old = Kernel.cold_boot(kernel.machine, resolve("7.0.0"), kernel.config)
     luo = old.liveupdate()

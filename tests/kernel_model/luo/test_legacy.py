@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.handlers.memfd import MemfdHandler
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.handler import OutgoingFile
+from luod.kernel_model.memfd.handler import MemfdHandler
 
 from .conftest import new_memfd, opened, update
 

@@ -15,11 +15,14 @@ import random
 import attrs
 
 from luod.hw.machine import Machine
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.iommufd import IommufdFile, VfioDeviceFile
-from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
-from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile, Seal
+from luod.kernel_model.iommufd.file import IommufdFile
 from luod.kernel_model.kernel import BootConfig, Kernel
+from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
+from luod.kernel_model.memfd.seals import Seal
+from luod.kernel_model.vfio_pci.file import VfioDeviceFile
+from luod.kernel_model.vfs import File
 
 BDF = "0000:01:00.0"
 CONFIG = BootConfig(hugetlb=((2 << 20, 8),))

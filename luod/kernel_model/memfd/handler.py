@@ -1,4 +1,4 @@
-"""The memfd handler (`mm/memfd_luo.c`): formats `memfd-v1`, `memfd-v2` and `memfd-v3`.
+"""The memfd handler (`mm/memfd_luo.c`): the lifecycle of a preserved shmem memfd.
 
 Lifecycle:
 - preserve: freeze the mapping (size changes, fallocate and hole punching get EPERM;
@@ -25,21 +25,7 @@ preserve): this model fills them at prepare, when the format is known. After the
 two are indistinguishable under v1 and v2 (the holes read zero and are backed by folios);
 the difference is visible only before prepare, as resident memory.
 
-Record (little-endian, in preserved pages; `data` is the header's physical address):
-  memfd-v1 header: u64 pos, u64 size, u64 nr_folios, u64 folios phys, u32 folio pages,
-                   u16 reserved, u16 folio order                               (40 bytes)
-  memfd-v2 header: u64 pos, u64 size, u32 seals, u32 flags, u64 nr_folios,
-                   u64 folios phys, u32 folio pages, u16 reserved, u16 folio order (48 bytes)
-  memfd-v3 header: u64 pos, u64 size, u32 seals, u32 flags, u64 nr_extents,
-                   u64 extents phys, u32 extent pages, u16 reserved, u16 folio order,
-                   u64 populated pages (the sum of the extents' npages)         (56 bytes)
-  folio entry (v1, v2): u64 pfn (52 bits) | flags << 52 (DIRTY=1, UPTODATE=2), u64 index
-  extent entry (v3):    u64 first page index, u64 pfn (52 bits) | flags << 52,
-                        u64 npages; index, pfn and npages are multiples of the folio
-                        size in pages, and one extent is physically contiguous     (24 bytes)
-A dense record of a 1 TiB memfd in 4 KiB folios is 4 GiB whatever was written; a sparse
-one is 24 bytes per populated extent. The folio order field is this emulation's: Linux
-reads a folio's order from the page.
+The record formats themselves are `memfd.records`.
 """
 
 from __future__ import annotations
@@ -54,30 +40,28 @@ import numpy as np
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.memfd import MemfdFile, Seal, expand_runs
 from luod.kernel_model.luo.handler import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.memfd import records
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.records import (
+    ENTRY_BYTES,
+    EXTENT_BYTES,
+    FLAG_ALLOW_SEALING,
+    SEALED_FORMATS,
+    SPARSE_FORMATS,
+    V1,
+    V2,
+    V3,
+    MemfdRecord,
+    RecordUnusable,
+)
+from luod.kernel_model.memfd.seals import Seal
 from luod.kernel_model.mm import FolioSource
-
-V1 = "memfd-v1"
-V2 = "memfd-v2"
-V3 = "memfd-v3"
-SPARSE_FORMATS = frozenset({V3})
-SEALED_FORMATS = frozenset({V2, V3})
-HEADER_V1 = struct.Struct("<QQQQIHH")
-HEADER_V2 = struct.Struct("<QQIIQQIHH")
-HEADER_V3 = struct.Struct("<QQIIQQIHHQ")
-ENTRY_BYTES = 16
-EXTENT_BYTES = 24
-PFN_BITS = 52
-PFN_MASK = (1 << PFN_BITS) - 1
-FOLIO_DIRTY = 1
-FOLIO_UPTODATE = 2
-FLAG_ALLOW_SEALING = 1
+from luod.kernel_model.vfs import File
 
 
 @attrs.define
-class _Preserved:
+class PreservedMemfd:
     """The handler's runtime state of one preserved memfd (`OutgoingFile.private`)."""
 
     order: int
@@ -89,20 +73,6 @@ class _Preserved:
     header_pfn: int | None = None
     folio_pfn: int | None = None  # the entry table (folios or extents)
     folio_pages: int = 0
-
-
-@attrs.frozen
-class _Record:
-    pos: int
-    size: int
-    seals: int
-    flags: int
-    order: int
-    indices: np.ndarray
-    pfns: np.ndarray
-    dirty: np.ndarray
-    pages: tuple[tuple[int, int], ...]  # record pages (pfn, n), restored, to free
-    extra: dict[str, int]  # every header field, for subclasses
 
 
 def _merge_runs(pfns: np.ndarray, counts: np.ndarray, order: int) -> list[tuple[int, int]]:
@@ -143,10 +113,10 @@ class MemfdHandler(FileHandler):
         except BaseException:
             memfd.unfreeze_mapping()
             raise
-        f.private = _Preserved(memfd.folio_order, runs, _frames(memfd))
+        f.private = PreservedMemfd(memfd.folio_order, runs, _frames(memfd))
 
     def unpreserve(self, f: OutgoingFile) -> None:
-        state: _Preserved = f.private
+        state: PreservedMemfd = f.private
         kho = self.kernel.kho_out
         kho.unpreserve_folio_runs(state.runs, state.order)
         if state.added:  # only if a prepare was never cancelled: cancel gives them back
@@ -154,7 +124,7 @@ class MemfdHandler(FileHandler):
         assert isinstance(f.file, MemfdFile)
         f.file.unfreeze_mapping()
 
-    def _catch_up(self, memfd: MemfdFile, state: _Preserved) -> None:
+    def _catch_up(self, memfd: MemfdFile, state: PreservedMemfd) -> None:
         """KHO-preserve every folio of the page cache that KHO does not hold yet. The
         mapping is frozen, so folios only ever appear (filled or written holes), never go."""
         new = _frames(memfd) - state.held
@@ -167,7 +137,7 @@ class MemfdHandler(FileHandler):
 
     def prepare(self, f: OutgoingFile, compatible: str) -> int:
         memfd, state = f.file, f.private
-        assert isinstance(memfd, MemfdFile) and isinstance(state, _Preserved)
+        assert isinstance(memfd, MemfdFile) and isinstance(state, PreservedMemfd)
         state.compatible = compatible
         try:
             if not self.sparse(compatible):
@@ -180,7 +150,7 @@ class MemfdHandler(FileHandler):
             raise
         return state.header_pfn << PAGE_SHIFT
 
-    def _write_record(self, f: OutgoingFile, state: _Preserved) -> None:
+    def _write_record(self, f: OutgoingFile, state: PreservedMemfd) -> None:
         """(Re)write the entry table and the header, whose page stays where it is: the
         LUO file table points at it."""
         memfd = f.file
@@ -190,7 +160,7 @@ class MemfdHandler(FileHandler):
         if state.folio_pfn is not None:
             kho.free_preserved(state.folio_pfn, state.folio_pages)
             state.folio_pfn, state.folio_pages = None, 0
-        table = self._entries(memfd, state.compatible)
+        table = records.entry_table(memfd, self.sparse(state.compatible))
         if table.size:
             state.folio_pages = -(-table.nbytes // PAGE_SIZE)
             state.folio_pfn = kho.alloc_preserved(state.folio_pages)
@@ -200,77 +170,24 @@ class MemfdHandler(FileHandler):
         header = self.pack_header(f, state.compatible, table.shape[0], folios_phys, state)
         memory.write(state.header_pfn, header.ljust(PAGE_SIZE, b"\0"))
 
-    def _entries(self, memfd: MemfdFile, compatible: str) -> np.ndarray:
-        """The entry table: (folios, 2) dense entries or (extents, 3) sparse ones, u64."""
-        clean = np.uint64(FOLIO_UPTODATE << PFN_BITS)
-        written = np.uint64((FOLIO_DIRTY | FOLIO_UPTODATE) << PFN_BITS)
-        if self.sparse(compatible):
-            idx, pfns, counts, dirty = memfd.folio_runs()
-            extents = np.empty((idx.size, 3), dtype="<u8")
-            extents[:, 0] = (idx << memfd.folio_order).view(np.uint64)
-            np.bitwise_or(pfns.view(np.uint64), np.where(dirty, written, clean), out=extents[:, 1])
-            extents[:, 2] = (counts << memfd.folio_order).view(np.uint64)
-            return extents
-        indices, pfns, dirty = memfd.folio_arrays()
-        entries = np.empty((indices.size, 2), dtype="<u8")
-        np.bitwise_or(pfns.view(np.uint64), np.where(dirty, written, clean), out=entries[:, 0])
-        entries[:, 1] = indices.view(np.uint64)
-        return entries
-
     def pack_header(
-        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved
+        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: PreservedMemfd
     ) -> bytes:
         memfd = f.file
         assert isinstance(memfd, MemfdFile)
-        if compatible == V1:
-            return HEADER_V1.pack(
-                memfd.pos, memfd.size, nr, folios_phys, state.folio_pages, 0, state.order
-            )
-        fields = (
-            memfd.pos,
-            memfd.size,
-            memfd.seals.value,
-            FLAG_ALLOW_SEALING if memfd.allow_sealing else 0,
-            nr,
-            folios_phys,
-            state.folio_pages,
-            0,
-            state.order,
+        return records.pack_header(
+            memfd, compatible, nr, folios_phys, state.folio_pages, state.order, state.populated
         )
-        if compatible == V3:
-            return HEADER_V3.pack(*fields, state.populated << state.order)
-        return HEADER_V2.pack(*fields)
 
     def parse_header(self, compatible: str, raw: bytes) -> dict[str, int]:
-        """pos, size, seals, flags, nr, folios_phys, folio_pages, order (+ extra fields);
-        under v3 `nr`, `folios_phys` and `folio_pages` describe the extent table."""
-        populated = -1
-        if compatible == V3:
-            pos, size, seals, flags, n, fphys, fpages, _, order, populated = HEADER_V3.unpack_from(
-                raw
-            )
-        elif compatible == V2:
-            pos, size, seals, flags, n, fphys, fpages, _, order = HEADER_V2.unpack_from(raw)
-        else:
-            pos, size, n, fphys, fpages, _, order = HEADER_V1.unpack_from(raw)
-            seals = flags = 0
-        return {
-            "pos": pos,
-            "size": size,
-            "seals": seals,
-            "flags": flags,
-            "nr": n,
-            "folios_phys": fphys,
-            "folio_pages": fpages,
-            "order": order,
-            "populated": populated,
-        }
+        """pos, size, seals, flags, nr, folios_phys, folio_pages, order (+ extra fields)."""
+        return records.parse_header(compatible, raw)
 
-    def folio_source(self, record: _Record) -> FolioSource:
+    def folio_source(self, record: MemfdRecord) -> FolioSource:
         """Where the retrieved file's folios come from and go back to."""
         return self.kernel.mm
 
-    def new_file(self, f: IncomingFile, record: _Record) -> MemfdFile:
+    def new_file(self, f: IncomingFile, record: MemfdRecord) -> MemfdFile:
         memfd = MemfdFile(
             self.kernel.memory,
             self.folio_source(record),
@@ -283,7 +200,7 @@ class MemfdHandler(FileHandler):
         return memfd
 
     def cancel(self, f: OutgoingFile) -> None:
-        state: _Preserved = f.private
+        state: PreservedMemfd = f.private
         kho = self.kernel.kho_out
         if state.header_pfn is not None:
             kho.free_preserved(state.header_pfn, 1)
@@ -301,7 +218,7 @@ class MemfdHandler(FileHandler):
 
     def freeze(self, f: OutgoingFile) -> None:
         """Catch up with holes written since prepare, then refresh `pos`."""
-        state: _Preserved = f.private
+        state: PreservedMemfd = f.private
         memfd = f.file
         assert isinstance(memfd, MemfdFile) and state.header_pfn is not None
         if memfd.populated_folios() != state.populated:
@@ -310,7 +227,7 @@ class MemfdHandler(FileHandler):
             return
         self.refresh_pos(f, state)
 
-    def refresh_pos(self, f: OutgoingFile, state: _Preserved) -> None:
+    def refresh_pos(self, f: OutgoingFile, state: PreservedMemfd) -> None:
         """Only `pos` may have moved since prepare: it leads every memfd header."""
         assert isinstance(f.file, MemfdFile) and state.header_pfn is not None
         self.kernel.memory.write(state.header_pfn, struct.pack("<Q", f.file.pos))
@@ -324,8 +241,8 @@ class MemfdHandler(FileHandler):
             obj=f"{f.session.name}/{f.token:#x}",
         )
 
-    def _read_record(self, f: IncomingFile) -> _Record:
-        if isinstance(f.private, _Record):
+    def _read_record(self, f: IncomingFile) -> MemfdRecord:
+        if isinstance(f.private, MemfdRecord):
             return f.private
         kho_in, memory = self.kernel.kho_in, self.kernel.memory
         assert kho_in is not None
@@ -350,19 +267,16 @@ class MemfdHandler(FileHandler):
                 raw = np.frombuffer(memory.read_at(folios_phys, n * entry_bytes), dtype="<u8")
             order = header["order"]
             if sparse:
-                indices, pfns, dirty = self._expand_extents(f, raw.reshape(-1, 3), header)
+                indices, pfns, dirty = records.decode_extents(raw, header, memory.frames)
             else:
-                entries = raw.reshape(-1, 2)
-                indices = entries[:, 1].view(np.int64)
-                pfns = (entries[:, 0] & np.uint64(PFN_MASK)).view(np.int64)
-                dirty = ((entries[:, 0] >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(
-                    bool
-                )
+                indices, pfns, dirty = records.decode_entries(raw)
+        except RecordUnusable as exc:
+            self._free_pages(pages)
+            raise self._corrupt(f, str(exc)) from None
         except KernelError:
-            for pfn, count in pages:
-                self.kernel.mm.free_extent(pfn, count)
+            self._free_pages(pages)
             raise
-        record = _Record(
+        record = MemfdRecord(
             pos=header["pos"],
             size=header["size"],
             seals=header["seals"],
@@ -377,37 +291,8 @@ class MemfdHandler(FileHandler):
         f.private = record
         return record
 
-    def _expand_extents(
-        self, f: IncomingFile, extents: np.ndarray, header: dict[str, int]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """v3 extents to one entry per populated folio, checked before anything is sized
-        from them (a hostile count must not make the kernel allocate terabytes)."""
-        order = header["order"]
-        step = np.uint64((1 << order) - 1)
-        first, word, npages = extents[:, 0], extents[:, 1], extents[:, 2]
-        pfn = word & np.uint64(PFN_MASK)
-        if ((first | pfn | npages) & step).any():
-            raise self._corrupt(f, f"an extent is not aligned to folio order {order}")
-        if (npages == 0).any():
-            raise self._corrupt(f, "an extent is empty")
-        if (npages > np.uint64(self.kernel.memory.frames)).any():
-            raise self._corrupt(f, "an extent is larger than RAM")
-        total = int(npages.sum(dtype=np.uint64)) if npages.size else 0
-        if total != header["populated"] or total > self.kernel.memory.frames:
-            raise self._corrupt(
-                f, f"extents cover {total} pages, the header says {header['populated']}"
-            )
-        dirty = ((word >> np.uint64(PFN_BITS)) & np.uint64(FOLIO_DIRTY)).astype(bool)
-        return expand_runs(
-            (first >> np.uint64(order)).view(np.int64),
-            pfn.view(np.int64),
-            (npages >> np.uint64(order)).view(np.int64),
-            dirty,
-            order,
-        )
-
-    def _free_record_pages(self, record: _Record) -> None:
-        for pfn, count in record.pages:
+    def _free_pages(self, pages: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> None:
+        for pfn, count in pages:
             self.kernel.mm.free_extent(pfn, count)
 
     def retrieve(self, f: IncomingFile) -> File:
@@ -418,7 +303,7 @@ class MemfdHandler(FileHandler):
         memfd = self.new_file(f, record)
         memfd.adopt(record.indices, record.pfns, record.dirty)
         memfd.size = record.size
-        self._free_record_pages(record)
+        self._free_pages(record.pages)
         f.private = None
         return memfd
 
@@ -435,5 +320,5 @@ class MemfdHandler(FileHandler):
         self.folio_source(record).free_extents(
             Extents.from_blocks(np.sort(record.pfns) >> record.order, record.order)
         )
-        self._free_record_pages(record)
+        self._free_pages(record.pages)
         f.private = None

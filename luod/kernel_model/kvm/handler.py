@@ -1,96 +1,31 @@
-"""Handlers for memory files beyond plain memfds: hugetlb memfds, KVM VMs, guest_memfd.
+"""The KVM handlers: `kvm-vm` (`kvm_vm_luo_v1`) and `guest_memfd` (`guest_memfd_luo_v1`).
 
-- `memfd-hugetlb` (`hugetlb-memfd-v1`): a memfd backed by a hugetlb pool, tied to the
-  `hugetlb-v1` FLB, which carries each pool's size to the next kernel. Its record has the
-  memfd-v1 layout; retrieved huge pages become pages in use of the next kernel's pool.
-- `kvm-vm` (`kvm_vm_luo_v1`): one preserved page {u64 vm type, u64 reserved}.
-- `guest_memfd` (`guest_memfd_luo_v1`): depends on its VM, preserved before it in the same
-  session. Header {u64 size, u64 flags, u64 nr_folios, u64 vm token, u64 folios phys,
-  u32 folio pages, u16 reserved, u16 folio order}, folio entries as memfd's.
-
-Both memfd-like records are dense, so their holes are filled at prepare (from the pool for
-a hugetlb memfd) exactly as for `memfd-v1`/`memfd-v2`: see `handlers.memfd`.
+- `kvm-vm`: one preserved page {u64 vm type, u64 reserved}.
+- `guest_memfd`: depends on its VM, preserved before it in the same session. Header
+  {u64 size, u64 flags, u64 nr_folios, u64 vm token, u64 folios phys, u32 folio pages,
+  u16 reserved, u16 folio order}, folio entries as memfd's. The record is dense, so its
+  holes are filled at prepare exactly as for `memfd-v1`/`memfd-v2`: see `memfd.handler`,
+  whose lifecycle this handler reuses.
 """
 
 from __future__ import annotations
 
 import errno
 import struct
-from typing import Any
 
 from luod.hw.memory import PAGE_SHIFT
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
-from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
-from luod.kernel_model.handlers.memfd import MemfdHandler, _Preserved, _Record
-from luod.kernel_model.luo.handler import FileHandler, IncomingFile, OutgoingFile, PageFlb
-from luod.kernel_model.mm import FolioSource
+from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
+from luod.kernel_model.luo.handler import FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.handler import MemfdHandler, PreservedMemfd
+from luod.kernel_model.memfd.records import MemfdRecord
+from luod.kernel_model.vfs import File
 
-HUGETLB_MEMFD = "hugetlb-memfd-v1"
-HUGETLB_FLB = "hugetlb-v1"
 KVM_VM = "kvm_vm_luo_v1"
 GUEST_MEMFD = "guest_memfd_luo_v1"
 VM_RECORD = struct.Struct("<QQ")
 GMEM_HEADER = struct.Struct("<QQQQQIHH")
-FLB_ENTRY = struct.Struct("<QQ")  # (order, pool total)
-
-
-class HugetlbFlb(PageFlb):
-    """Each pool's size: {u64 count} then (u64 order, u64 total) per pool, in one page."""
-
-    compatible = HUGETLB_FLB
-
-    def body(self) -> bytes:
-        pools = self.kernel.hugetlb.pools
-        return struct.pack("<Q", len(pools)) + b"".join(
-            FLB_ENTRY.pack(order, pool.total) for order, pool in pools.items()
-        )
-
-    def parse(self, raw: bytes) -> Any:
-        (count,) = struct.unpack_from("<Q", raw)
-        return dict(
-            FLB_ENTRY.unpack_from(raw, 8 + i * FLB_ENTRY.size) for i in range(min(count, 255))
-        )
-
-    def finish(self, data: int, obj: Any) -> None:
-        """The last hugetlb file finished: each pool returns to the previous kernel's size.
-        The next kernel booted fresh pools and adopted the preserved pages on top, so a
-        pool is usually too big by then and gives its surplus free pages back."""
-        for order, total in dict(obj).items():
-            pool = self.kernel.hugetlb.pools.get(order)
-            if pool is not None:
-                pool.resize(total)
-
-
-class HugetlbMemfdHandler(MemfdHandler):
-    file_type = "memfd-hugetlb"
-    formats = (HUGETLB_MEMFD,)
-    flbs = (HUGETLB_FLB,)
-
-    def can_preserve(self, file: File) -> bool:
-        return type(file) is HugetlbMemfdFile
-
-    def pack_header(
-        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved
-    ) -> bytes:
-        return super().pack_header(f, "memfd-v1", nr, folios_phys, state)
-
-    def parse_header(self, compatible: str, raw: bytes) -> dict[str, int]:
-        return super().parse_header("memfd-v1", raw)
-
-    def folio_source(self, record: _Record) -> FolioSource:
-        return self.kernel.hugetlb.pool(record.order)
-
-    def new_file(self, f: IncomingFile, record: _Record) -> MemfdFile:
-        luo = self.kernel.luo
-        assert luo is not None
-        luo.flb_get_incoming(HUGETLB_FLB)
-        pool = self.kernel.hugetlb.pool(record.order)
-        pool.adopt([(int(p), 1) for p in record.pfns.tolist()])
-        memfd = HugetlbMemfdFile(self.kernel.memory, pool, folio_order=record.order)
-        memfd.pos = record.pos
-        return memfd
 
 
 class KvmVmHandler(FileHandler):
@@ -155,11 +90,11 @@ class GuestMemfdHandler(MemfdHandler):
         luo.outgoing_token(f.session, f.file.vm)  # ENOENT unless the VM came first
         super().preserve(f)
 
-    def refresh_pos(self, f: OutgoingFile, state: _Preserved) -> None:
+    def refresh_pos(self, f: OutgoingFile, state: PreservedMemfd) -> None:
         """guest_memfd has no file position (its header starts with the size)."""
 
     def pack_header(
-        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: _Preserved
+        self, f: OutgoingFile, compatible: str, nr: int, folios_phys: int, state: PreservedMemfd
     ) -> bytes:
         gmem = f.file
         assert isinstance(gmem, GuestMemfdFile)
@@ -184,7 +119,7 @@ class GuestMemfdHandler(MemfdHandler):
             "vm_token": vm_token,
         }
 
-    def new_file(self, f: IncomingFile, record: _Record) -> MemfdFile:
+    def new_file(self, f: IncomingFile, record: MemfdRecord) -> MemfdFile:
         luo = self.kernel.luo
         assert luo is not None
         vm = luo.incoming_file(f.session, record.extra["vm_token"])

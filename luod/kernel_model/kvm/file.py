@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from luod.hw.memory import PhysicalMemory
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.mm import FolioSource
+from luod.kernel_model.vfs import File
 
 GMEM_FLAG_MMAP = 1
 GMEM_FLAG_INIT_SHARED = 2

@@ -1,17 +1,12 @@
-"""Handlers for I/O devices: iommufd (`iommufd-v1`) and vfio-pci (`vfio-pci-v1`), with the
-iommu-core and pci FLBs.
+"""The iommufd handler (`iommufd-v1`) and the iommu-core FLB (`iommu-core-v1`).
 
-iommufd: every memfd mapped into the IOAS must be preserved first in the same session. At
+Every memfd mapped into the IOAS must be preserved first in the same session. At
 preserve the domain's page-table pages are preserved through KHO, so DMA keeps translating
 across the kexec. Record (little-endian, preserved pages):
     u64 nr_hwpts (1); {u64 root phys, u64 hwpt token, u8 reclaimed, u8 pad[7]};
     u64 nr_maps; nr_maps x {u64 iova, u64 length, u64 memfd token, u64 offset}
 After the kexec the retrieved iommufd is restored but not reclaimed: finish is vetoed
 (EBUSY) until userspace re-creates the mappings and the kernel verifies them.
-
-vfio-pci: its iommufd must be preserved first in the same session. freeze refuses a device
-with interrupts enabled or not in D0 (EINVAL: the whole freeze fails and the update is
-cancelled). Record: {u64 iommufd token, char bdf[16]}.
 
 `LUOD_TEST_SKIP_IOMMU_TABLES=1` in the environment makes iommufd skip preserving its page
 tables: the negative control that shows a device faulting after the kexec. Tests only.
@@ -28,10 +23,8 @@ import numpy as np
 
 from luod.hw.iommu import table_pages
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
-from luod.hw.pci import PowerState
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.iommufd import IommufdFile, Mapping, VfioDeviceFile
+from luod.kernel_model.iommufd.file import IommufdFile, Mapping
 from luod.kernel_model.luo.handler import (
     RETRIEVE_OK,
     FileHandler,
@@ -39,14 +32,12 @@ from luod.kernel_model.luo.handler import (
     OutgoingFile,
     PageFlb,
 )
+from luod.kernel_model.vfs import File
 
 IOMMUFD = "iommufd-v1"
-VFIO_PCI = "vfio-pci-v1"
 IOMMU_CORE_FLB = "iommu-core-v1"
-PCI_FLB = "pci-v1"
 HWPT = struct.Struct("<QQB7x")
 MAP = struct.Struct("<QQQQ")
-VFIO = struct.Struct("<Q16s")
 SKIP_TABLES_ENV = "LUOD_TEST_SKIP_IOMMU_TABLES"
 
 
@@ -56,10 +47,6 @@ def _pages(nbytes: int) -> int:
 
 class IommuCoreFlb(PageFlb):
     compatible = IOMMU_CORE_FLB
-
-
-class PciFlb(PageFlb):
-    compatible = PCI_FLB
 
 
 class IommufdHandler(FileHandler):
@@ -177,79 +164,3 @@ class IommufdHandler(FileHandler):
             memfd = luo.incoming_file(f.session, token)
             proposed.append(Mapping(iova, length, memfd, offset))  # type: ignore[arg-type]
         iommufd.reclaim(proposed)
-
-
-class VfioPciHandler(FileHandler):
-    file_type = "vfio-pci"
-    formats = (VFIO_PCI,)
-    flbs = (PCI_FLB,)
-
-    def can_preserve(self, file: File) -> bool:
-        return isinstance(file, VfioDeviceFile)
-
-    def dependencies(self, f: OutgoingFile) -> list[File]:
-        assert isinstance(f.file, VfioDeviceFile)
-        return [f.file.iommufd] if f.file.iommufd is not None else []
-
-    def preserve(self, f: OutgoingFile) -> None:
-        device = f.file
-        assert isinstance(device, VfioDeviceFile)
-        if device.iommufd is None:
-            raise KernelError(f"{device.describe()} is not bound to an iommufd", obj=device.bdf)
-        luo = self.kernel.luo
-        assert luo is not None
-        luo.outgoing_token(f.session, device.iommufd)  # ENOENT: the iommufd must come first
-
-    def unpreserve(self, f: OutgoingFile) -> None:
-        pass
-
-    def prepare(self, f: OutgoingFile, compatible: str) -> int:
-        device = f.file
-        assert isinstance(device, VfioDeviceFile) and device.iommufd is not None
-        luo = self.kernel.luo
-        assert luo is not None
-        token = luo.outgoing_token(f.session, device.iommufd)
-        pfn = self.kernel.kho_out.alloc_preserved(1)
-        self.kernel.memory.write(pfn, VFIO.pack(token, device.bdf.encode()))
-        f.private = pfn
-        return pfn << PAGE_SHIFT
-
-    def cancel(self, f: OutgoingFile) -> None:
-        if f.private is not None:
-            self.kernel.kho_out.free_preserved(f.private, 1)
-            f.private = None
-
-    def freeze(self, f: OutgoingFile) -> None:
-        device = f.file
-        assert isinstance(device, VfioDeviceFile)
-        if device.device.interrupts_enabled or device.device.power is not PowerState.D0:
-            raise KernelError(
-                f"{device.describe()} cannot be frozen: interrupts must be off and the device "
-                f"in D0 (interrupts {'on' if device.device.interrupts_enabled else 'off'}, "
-                f"{device.device.power.value})",
-                errno=errno.EINVAL,
-                obj=device.bdf,
-            )
-
-    def retrieve(self, f: IncomingFile) -> File:
-        kho_in = self.kernel.kho_in
-        luo = self.kernel.luo
-        assert kho_in is not None and luo is not None
-        kho_in.restore_pages(f.data >> PAGE_SHIFT, 1)
-        token, raw_bdf = VFIO.unpack(self.kernel.memory.read_at(f.data, VFIO.size))
-        self.kernel.mm.free_extent(f.data >> PAGE_SHIFT, 1)
-        iommufd = luo.incoming_file(f.session, token)
-        assert isinstance(iommufd, IommufdFile)
-        device = VfioDeviceFile(self.kernel.machine, raw_bdf.rstrip(b"\0").decode(), restored=True)
-        device.adopt(iommufd)
-        return device
-
-    def finish(self, f: IncomingFile) -> None:
-        if f.status != RETRIEVE_OK:
-            kho_in = self.kernel.kho_in
-            assert kho_in is not None
-            try:
-                kho_in.restore_pages(f.data >> PAGE_SHIFT, 1)
-            except KernelError:
-                return
-            self.kernel.mm.free_extent(f.data >> PAGE_SHIFT, 1)

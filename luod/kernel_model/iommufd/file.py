@@ -1,35 +1,38 @@
-"""iommufd and vfio-pci device files (reference/kernel.md §4.2, §4.3).
+"""The iommufd file (reference/kernel.md §4.2).
 
 An `IommufdFile` owns one IOAS with one hardware page table (the HWPT, an IOMMU domain
 whose tables live in emulated RAM). `map_file` maps a memfd's folios at an IOVA, as
-IOMMU_IOAS_MAP_FILE does (holes are filled: the pages are pinned). A `VfioDeviceFile`
-stands for a vfio cdev bound to a PCI device; binding it to an iommufd points the device's
-IOMMU context at that domain, so its DMA translates through the tables.
+IOMMU_IOAS_MAP_FILE does (holes are filled: the pages are pinned). Devices bound to it
+(`vfio_pci`) translate their DMA through those tables.
 
 After a kexec a retrieved iommufd is *restored*: its preserved domain keeps translating for
 the devices still attached, but its IOAS is empty until userspace re-creates the mappings
-and the kernel verifies them against the preserved tables (`reclaim`). A retrieved vfio
-device stays bound to the preserved domain; binding it to another iommufd is EPERM.
+and the kernel verifies them against the preserved tables (`reclaim`).
 """
 
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import attrs
 import numpy as np
 
 from luod.hw.iommu import MappingError, PageTableBuilder, leaves
 from luod.hw.memory import PAGE_SHIFT
-from luod.hw.pci import PciDevice, PowerState
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.files.base import File
-from luod.kernel_model.files.memfd import MemfdFile
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.vfs import File
 
 if TYPE_CHECKING:
     from luod.hw.machine import Machine
     from luod.kernel_model.mm import FrameAllocator
+
+
+class BoundDevice(Protocol):
+    """A device file bound to an iommufd (`vfio_pci.file.VfioDeviceFile`)."""
+
+    def unbind(self) -> None: ...
 
 
 @attrs.frozen
@@ -93,7 +96,7 @@ class IommufdFile(File):
         self.reclaimed = not self.restored
         self.root = root if root is not None else self.builder.create_root()
         self.mappings: list[Mapping] = []
-        self.devices: list[VfioDeviceFile] = []
+        self.devices: list[BoundDevice] = []
 
     def describe(self) -> str:
         state = " (restored, not reclaimed)" if self.restored and not self.reclaimed else ""
@@ -175,60 +178,3 @@ class IommufdFile(File):
         for m in self.mappings:
             m.memfd.put()
         self.mappings.clear()
-
-
-class VfioDeviceFile(File):
-    file_type: ClassVar[str] = "vfio-pci"
-
-    def __init__(self, machine: Machine, bdf: str, *, restored: bool = False) -> None:
-        super().__init__()
-        try:
-            self.device: PciDevice = machine.pci[bdf]
-        except KeyError:
-            raise KernelError(f"no PCI device at {bdf}", errno=errno.ENOENT, obj=bdf) from None
-        self.machine = machine
-        self.bdf = self.device.bdf
-        self.iommufd: IommufdFile | None = None
-        self.restored = restored
-
-    def describe(self) -> str:
-        return f"vfio-pci {self.bdf} (inode {self.inode})"
-
-    def bind(self, iommufd: IommufdFile) -> None:
-        if self.restored:
-            raise KernelError(
-                f"{self.describe()} is preserved across the update: it stays bound to its "
-                "preserved domain and cannot move to a new iommufd",
-                errno=errno.EPERM,
-                obj=self.bdf,
-            )
-        if self.iommufd is not None:
-            raise KernelError(
-                f"{self.describe()} is bound already", errno=errno.EBUSY, obj=self.bdf
-            )
-        self.machine.iommu.attach(self.bdf, iommufd.root)
-        self.iommufd = iommufd.get()  # type: ignore[assignment]
-        iommufd.devices.append(self)
-
-    def adopt(self, iommufd: IommufdFile) -> None:
-        """After a kexec: the device is still attached to the preserved domain."""
-        self.iommufd = iommufd.get()  # type: ignore[assignment]
-        iommufd.devices.append(self)
-
-    def unbind(self) -> None:
-        if self.iommufd is None:
-            return
-        self.device.dma.stop()
-        self.machine.iommu.detach(self.bdf)
-        self.iommufd.devices.remove(self)
-        iommufd, self.iommufd = self.iommufd, None
-        iommufd.put()
-
-    def set_irq(self, enabled: bool) -> None:
-        self.device.interrupts_enabled = enabled
-
-    def set_power(self, state: str) -> None:
-        self.device.power = PowerState(state)
-
-    def release(self) -> None:
-        self.unbind()

@@ -1,4 +1,4 @@
-"""Emulated `struct file`s and the descriptor table of the emulated process.
+"""The generic emulated `struct file` and the descriptor table of the emulated process.
 
 A `File` has a kernel-wide identity (`inode`) that live update uses for its "one
 preservation per object" rule, a type name, and a reference count held by descriptors and

@@ -1,0 +1,15 @@
+"""The iommufd file type: an IOAS with its IOMMU domain, and live update for it.
+
+- `file`: `IommufdFile`, its mappings and the domain's page tables.
+- `handler`: `IommufdHandler`, its record format, and the iommu-core FLB.
+
+`HANDLERS` and `FLBS` are what this package registers (`filetypes`).
+"""
+
+from __future__ import annotations
+
+from luod.kernel_model.iommufd.handler import IommuCoreFlb, IommufdHandler
+from luod.kernel_model.luo.handler import FileHandler, Flb
+
+HANDLERS: tuple[type[FileHandler], ...] = (IommufdHandler,)
+FLBS: tuple[type[Flb], ...] = (IommuCoreFlb,)
