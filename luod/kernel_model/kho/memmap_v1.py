@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.extents import Extents, Int64Array, sorted_unique
-from luod.kernel_model.kho.preserved import CHUNK_BLOCKS, PreservedSet
+from luod.kernel_model.kho.order_bitmap import CHUNK_BLOCKS
+from luod.kernel_model.kho.preserved import PreservedSet
 from luod.kernel_model.mm import MAX_ORDER, FrameAllocator
 
 COMPATIBLE = "kho-v1"

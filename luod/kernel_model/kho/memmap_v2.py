@@ -69,7 +69,8 @@ from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.errors import OutOfMemory
 from luod.kernel_model.extents import Extents, Int64Array, block_runs
 from luod.kernel_model.kho.memmap_v1 import MemMapCorrupt
-from luod.kernel_model.kho.preserved import CHUNK_SHIFT, PreservedSet
+from luod.kernel_model.kho.order_bitmap import CHUNK_SHIFT
+from luod.kernel_model.kho.preserved import PreservedSet
 from luod.kernel_model.mm import MAX_ORDER, FrameAllocator
 
 __all__ = ["COMPATIBLE", "MemMapCorrupt", "read", "write"]
