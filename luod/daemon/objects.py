@@ -133,7 +133,7 @@ class ObjectTable:
                     f"memfd {spec.name!r}: page size {spec.page_size} is not 4K, 2M or 1G",
                     spec.name,
                 )
-            return kernel.new_memfd(spec.name, folio_order=order, hugetlb=order > 0)
+            return kernel.new_memfd(spec.name, page_size=spec.page_size)
         if spec.type == "kvm-vm":
             return KvmVmFile(spec.vm_type)
         if spec.type == "guest_memfd":

@@ -217,3 +217,10 @@ class NoIncomingData(KernelError):
 
 class MappingFrozen(KernelError):
     default_errno = _errno.EPERM
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+class BadPageSize(KernelError):
+    """A memfd page size that is neither 4 KiB nor a hugetlb page size (2 MiB, 1 GiB)."""

@@ -18,15 +18,18 @@ file through `files`; it starts empty, since a kexec ends userspace.
 
 from __future__ import annotations
 
+import errno
 from typing import Literal
 
 import attrs
 
 from luod.hw.machine import Machine
-from luod.hw.memory import PhysicalMemory
+from luod.hw.memory import PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.catalog import LUO
 from luod.kernel_model.errors import (
+    BadPageSize,
     KernelDead,
+    KernelError,
     KernelPanicked,
     LuoDisabled,
     UpdateInProgress,
@@ -43,7 +46,7 @@ from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.state import Limits, LuoState
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
-from luod.kernel_model.memfd.hugetlb_pool import HugetlbPools
+from luod.kernel_model.memfd.hugetlb_pool import HUGE_ORDERS, HugetlbPools
 from luod.kernel_model.mm import FrameAllocator, ScratchConfig, ScratchLayout
 from luod.kernel_model.vfs import File, FileTable
 
@@ -175,32 +178,55 @@ class Kernel:
         self,
         name: str = "",
         *,
+        page_size: int = PAGE_SIZE,
         folio_order: int = 0,
         allow_sealing: bool = True,
-        hugetlb: bool = False,
     ) -> MemfdFile:
-        """A memfd not yet installed in the process; `hugetlb` (MFD_HUGETLB) takes folios
-        from the pool of that order (9: 2 MiB, 18: 1 GiB)."""
+        """A memfd not yet installed in the process. 4 KiB pages make a shmem memfd, whose
+        folios may be large (`folio_order`); 2 MiB or 1 GiB pages (MFD_HUGETLB with
+        MFD_HUGE_2MB/1GB) a hugetlb memfd whose folios are huge pages from the pool of that
+        size. Any other page size is BadPageSize (EINVAL)."""
         self.check_alive()
-        if hugetlb:
-            return HugetlbMemfdFile(
-                self.memory, self.hugetlb.pool(folio_order), name=name, folio_order=folio_order
+        if page_size == PAGE_SIZE:
+            return MemfdFile(
+                self.memory,
+                self.mm,
+                name=name,
+                folio_order=folio_order,
+                allow_sealing=allow_sealing,
             )
-        return MemfdFile(
-            self.memory, self.mm, name=name, folio_order=folio_order, allow_sealing=allow_sealing
+        order = HUGE_ORDERS.get(page_size)
+        if order is None:
+            raise BadPageSize(
+                f"memfd {name!r}: page size {page_size} is not 4K, 2M or 1G", obj=name
+            )
+        if folio_order:
+            raise KernelError(
+                f"memfd {name!r}: a folio order applies to 4K pages only, not to "
+                f"{page_size}-byte huge pages",
+                errno=errno.EINVAL,
+                obj=name,
+            )
+        return HugetlbMemfdFile(
+            self.memory,
+            self.hugetlb.pool(order),
+            name=name,
+            folio_order=order,
+            allow_sealing=allow_sealing,
         )
 
     def memfd_create(
         self,
         name: str = "",
         *,
+        page_size: int = PAGE_SIZE,
         folio_order: int = 0,
         allow_sealing: bool = True,
-        hugetlb: bool = False,
     ) -> int:
-        """memfd_create(2): a new memfd installed in the process; returns its fd."""
+        """memfd_create(2): a new memfd (see `new_memfd`) installed in the process; returns
+        its fd."""
         memfd = self.new_memfd(
-            name, folio_order=folio_order, allow_sealing=allow_sealing, hugetlb=hugetlb
+            name, page_size=page_size, folio_order=folio_order, allow_sealing=allow_sealing
         )
         return self.files.install(memfd)
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from luod.daemon.errors import wire_error
 from luod.ipc.errors import RemoteError
 from luod.ipc.trio_client import TrioClient, open_client
+from luod.kernel_model.errors import BadPageSize
 
 from .conftest import Running
 
@@ -86,6 +88,16 @@ async def test_bad_references_and_page_sizes(luod: Running) -> None:
             c, "object.create", {"object": {"name": "x", "type": "memfd", "page_size": 8192}}
         )
         assert error.name == "luod.BadPageSize"
+
+
+def test_the_kernels_bad_page_size_travels_as_luod_bad_page_size() -> None:
+    message = "memfd 'x': page size 8192 is not 4K, 2M or 1G"
+    assert wire_error(BadPageSize(message, obj="x")) == {
+        "name": "luod.BadPageSize",
+        "errno": "EINVAL",
+        "message": message,
+        "object": "x",
+    }
 
 
 async def test_memfd_object_with_data_survives_an_update(luod: Running) -> None:

@@ -95,6 +95,19 @@ def check_invariants(f: MemfdFile, mm: FrameAllocator, free_before: int) -> None
             assert content[past:] == bytes(len(content) - past), f"data past EOF in {index}"
 
 
+def copy_of_data_ranges(f: MemfdFile) -> bytes:
+    """The file rebuilt from its data ranges alone, as luod copies a retrieved memfd out;
+    checks on the way that the ranges are sorted, disjoint, merged and inside the size."""
+    out = bytearray(f.size)
+    end = -1
+    for offset, length in f.data_ranges():
+        assert length > 0 and offset > end, "data ranges unsorted, overlapping or unmerged"
+        end = offset + length
+        assert end <= f.size, "a data range runs past EOF"
+        out[offset:end] = f.read(offset, length)
+    return bytes(out)
+
+
 # -- model-based test ------------------------------------------------------------------------
 
 _near = st.tuples(st.integers(0, 24), st.integers(-5000, 5000)).map(
@@ -164,11 +177,53 @@ def test_memfd_matches_bytearray_model(order: int, ops: list[tuple[Any, ...]]) -
                 assert int((indices < covering).sum()) == covering
             assert f.size == len(model)
             assert f.read(0, len(model) + 1) == bytes(model)
+            assert copy_of_data_ranges(f) == bytes(model)
             check_invariants(f, mm, free_before)
         f.release()
         assert mm.free_frames() == free_before
     finally:
         machine.close()
+
+
+# -- data ranges -------------------------------------------------------------------------------
+
+
+def test_data_ranges_skip_holes_and_unwritten_folios(machine: Machine, mm: FrameAllocator) -> None:
+    f = MemfdFile(machine.memory, mm, name="sparse")
+    assert f.data_ranges() == []
+    f.write(0, b"head")
+    f.fallocate(64 * KiB, 64 * KiB)  # folios that hold no data yet
+    f.write(1 * MiB, b"tail")
+    assert f.populated_folios() == 1 + 16 + 1
+    # whole pages that hold data, the last one cut at EOF
+    assert f.data_ranges() == [(0, PAGE_SIZE), (1 * MiB, 4)]
+    f.truncate(2 * MiB)
+    assert f.data_ranges() == [(0, PAGE_SIZE), (1 * MiB, PAGE_SIZE)]
+    f.fallocate(0, PAGE_SIZE, punch_hole=True)
+    assert f.data_ranges() == [(1 * MiB, PAGE_SIZE)]
+
+
+def test_data_ranges_merge_neighbours_in_other_frames(machine: Machine, mm: FrameAllocator) -> None:
+    """Folios next to each other in the file but not in RAM make one range."""
+    f = MemfdFile(machine.memory, mm, name="a")
+    other = MemfdFile(machine.memory, mm, name="b")
+    f.write(0, pattern(PAGE_SIZE, 1))
+    other.write(0, b"x")  # takes the frame after f's first one
+    f.write(PAGE_SIZE, pattern(PAGE_SIZE, 2))
+    idx, _, _, _ = f.folio_runs()
+    assert idx.size == 2, "the two folios should lie apart in RAM"
+    assert f.data_ranges() == [(0, 2 * PAGE_SIZE)]
+
+
+def test_data_ranges_leave_out_lost_frames(machine: Machine, mm: FrameAllocator) -> None:
+    f = MemfdFile(machine.memory, mm, name="lossy", folio_order=THP_ORDER)
+    f.write(0, pattern(3 * PAGE_SIZE, 3))
+    _, pfns, _, _ = f.folio_runs()
+    machine.memory.zero(int(pfns[0]) + 1, 1)  # the frame lost its data, as over a kexec
+    assert f.data_ranges() == [(0, PAGE_SIZE), (2 * PAGE_SIZE, PAGE_SIZE)]
+    assert copy_of_data_ranges(f) == f.read(0, f.size)
+    f.release()
+    expect_error(errno.EBADF, f.data_ranges)
 
 
 # -- holes, capacity and efficiency ----------------------------------------------------------

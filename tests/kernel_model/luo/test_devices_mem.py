@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from luod.hw.machine import Machine
-from luod.kernel_model.errors import KernelError
+from luod.kernel_model.errors import BadPageSize, KernelError
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
 from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
+from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.hugetlb import HugetlbMemfdFile
 
 from .conftest import opened
@@ -27,11 +28,39 @@ def update(kernel: Kernel) -> Kernel:
     return opened(kernel.kexec())
 
 
+@pytest.mark.parametrize(("page_size", "order"), [(2 << 20, 9), (1 << 30, 18)])
+def test_memfd_page_size_picks_the_hugetlb_pool(
+    devkernel: Kernel, page_size: int, order: int
+) -> None:
+    pool = devkernel.hugetlb.pool(order)
+    memfd = devkernel.new_memfd("huge", page_size=page_size)
+    assert isinstance(memfd, HugetlbMemfdFile)
+    assert (memfd.folio_order, memfd.folio_size) == (order, page_size)
+    free = pool.free
+    memfd.write(0, b"x")
+    assert pool.free == free - 1, "a hugetlb memfd's folios come from its pool"
+
+
+def test_memfd_page_size_4k_is_shmem_and_others_are_refused(devkernel: Kernel) -> None:
+    shmem = devkernel.new_memfd("small", page_size=4096, folio_order=9)
+    assert type(shmem) is MemfdFile and shmem.folio_order == 9
+    assert type(devkernel.new_memfd("default")) is MemfdFile
+    for page_size in (0, 8192, 4 << 20):
+        with pytest.raises(BadPageSize) as info:
+            devkernel.memfd_create("odd", page_size=page_size)
+        assert info.value.errno_name == "EINVAL" and info.value.obj == "odd"
+        assert f"page size {page_size} is not 4K, 2M or 1G" in info.value.message
+    with pytest.raises(KernelError) as mixed:
+        devkernel.new_memfd("mixed", page_size=2 << 20, folio_order=9)
+    assert mixed.value.errno_name == "EINVAL"
+    assert len(devkernel.files) == 0, "a refused memfd_create installs nothing"
+
+
 def test_hugetlb_memfd_survives_and_pools_come_back(devkernel: Kernel) -> None:
     kernel = devkernel
     pool2m = kernel.hugetlb.pool(9)
     assert (pool2m.total, pool2m.free) == (64, 64)
-    memfd = kernel.file(kernel.memfd_create("ram", folio_order=9, hugetlb=True))
+    memfd = kernel.file(kernel.memfd_create("ram", page_size=2 << 20))
     assert isinstance(memfd, HugetlbMemfdFile)
     memfd.truncate(8 << 20)
     memfd.write(3 << 20, b"in a huge page")
@@ -59,7 +88,7 @@ def test_hugetlb_memfd_survives_and_pools_come_back(devkernel: Kernel) -> None:
 
 
 def test_hugetlb_pool_exhaustion_is_enomem(devkernel: Kernel) -> None:
-    memfd = devkernel.file(devkernel.memfd_create("big", folio_order=18, hugetlb=True))
+    memfd = devkernel.file(devkernel.memfd_create("big", page_size=1 << 30))
     assert isinstance(memfd, HugetlbMemfdFile)
     memfd.truncate(3 << 30)
     with pytest.raises(KernelError) as info:

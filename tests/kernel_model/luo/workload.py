@@ -70,7 +70,7 @@ class Workload:
         iommufd.map_file(ram, iova=0)
         device = VfioDeviceFile(kernel.machine, BDF)
         device.bind(iommufd)
-        huge = kernel.new_memfd("huge", folio_order=9, hugetlb=True)
+        huge = kernel.new_memfd("huge", page_size=2 << 20)
         assert isinstance(huge, HugetlbMemfdFile)
         huge.truncate(4 << 20)
         huge_data = [(3 << 20, rng.randbytes(1000))]
