@@ -16,7 +16,8 @@ from luod.kernel_model.handlers.devices_mem import (
     KvmVmHandler,
 )
 from luod.kernel_model.handlers.memfd import MemfdHandler
-from luod.kernel_model.luo.handler import FileHandler, Flb, KernelServices
+from luod.kernel_model.luo.file import FileHandler, KernelServices
+from luod.kernel_model.luo.flb import Flb
 
 HANDLER_TYPES: tuple[type[FileHandler], ...] = (
     MemfdHandler,

@@ -32,13 +32,8 @@ from luod.hw.pci import PowerState
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
 from luod.kernel_model.files.iommufd import IommufdFile, Mapping, VfioDeviceFile
-from luod.kernel_model.luo.handler import (
-    RETRIEVE_OK,
-    FileHandler,
-    IncomingFile,
-    OutgoingFile,
-    PageFlb,
-)
+from luod.kernel_model.luo.file import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import PageFlb
 
 IOMMUFD = "iommufd-v1"
 VFIO_PCI = "vfio-pci-v1"

@@ -24,7 +24,8 @@ from luod.kernel_model.files.base import File
 from luod.kernel_model.files.kvm import GuestMemfdFile, KvmVmFile
 from luod.kernel_model.files.memfd import HugetlbMemfdFile, MemfdFile
 from luod.kernel_model.handlers.memfd import MemfdHandler, _Preserved, _Record
-from luod.kernel_model.luo.handler import FileHandler, IncomingFile, OutgoingFile, PageFlb
+from luod.kernel_model.luo.file import FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import PageFlb
 from luod.kernel_model.mm import FolioSource
 
 HUGETLB_MEMFD = "hugetlb-memfd-v1"

@@ -56,7 +56,7 @@ from luod.kernel_model.errors import KernelError
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.files.base import File
 from luod.kernel_model.files.memfd import MemfdFile, Seal, expand_runs
-from luod.kernel_model.luo.handler import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
 from luod.kernel_model.mm import FolioSource
 
 V1 = "memfd-v1"

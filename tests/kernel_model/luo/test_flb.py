@@ -11,7 +11,8 @@ from luod.kernel_model import catalog
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
 from luod.kernel_model.kernel import Kernel
-from luod.kernel_model.luo.handler import FileHandler, Flb, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import Flb
 
 from .conftest import opened
 

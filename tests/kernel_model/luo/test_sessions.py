@@ -11,7 +11,7 @@ from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
 from luod.kernel_model.kernel import BootConfig, Kernel
 from luod.kernel_model.luo import uapi
-from luod.kernel_model.luo.handler import OutgoingFile
+from luod.kernel_model.luo.file import OutgoingFile
 from luod.kernel_model.luo.state import Limits
 
 from .conftest import new_memfd
