@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, ClassVar
 import attrs
 import numpy as np
 
-from luod.hw.iommu import MappingError, PageTableBuilder, leaves
+from luod.hw.io_pgtable import PageTableBuilder
 from luod.hw.memory import PAGE_SHIFT
+from luod.hw.pagetable import MappingError, leaves
 from luod.hw.pci import PciDevice, PowerState
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File

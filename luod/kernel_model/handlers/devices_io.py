@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from luod.hw.iommu import table_pages
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
+from luod.hw.pagetable import table_pages
 from luod.hw.pci import PowerState
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
