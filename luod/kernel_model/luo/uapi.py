@@ -75,6 +75,8 @@ class Direction(enum.Enum):
 
 @attrs.frozen
 class IoctlOp:
+    """One entry of an fd's ioctl table: the exact command word and its struct."""
+
     cmd: int
     layout: struct.Struct
     min_size: int  # offsetofend of the last mandatory field, as the kernel's table says
@@ -130,7 +132,7 @@ class SessionFile(File):
         return f"[luo_session] {self.session.name}"
 
 
-def user_size(buf: bytes | bytearray) -> int:
+def _user_size(buf: bytes | bytearray) -> int:
     """The struct size userspace declares (the first u32 of the argument)."""
     if len(buf) < 4:
         raise KernelError("ioctl argument shorter than its size field", errno=errno.EINVAL)
@@ -141,7 +143,7 @@ def user_size(buf: bytes | bytearray) -> int:
 def copy_struct_from_user(buf: bytes | bytearray, op: IoctlOp) -> bytes:
     """The kernel's view of the argument: `op.layout.size` bytes, zero-filled past what
     userspace declared."""
-    size, layout = user_size(buf), op.layout
+    size, layout = _user_size(buf), op.layout
     if size < op.min_size:
         raise KernelError(
             f"ioctl struct size {size} is below the minimum {op.min_size}", errno=errno.EINVAL
@@ -155,7 +157,7 @@ def copy_struct_from_user(buf: bytes | bytearray, op: IoctlOp) -> bytes:
     return bytes(buf[: min(size, layout.size)]).ljust(layout.size, b"\0")
 
 
-def lookup(
+def _op_for(
     ops: tuple[IoctlOp, ...], base: int, cmd: int, buf: bytes | bytearray, where: str
 ) -> IoctlOp:
     """Steps 1 and 2 of the dispatch: the table entry for `cmd`'s number, which must be
@@ -163,7 +165,7 @@ def lookup(
     index = (cmd & 0xFF) - base
     if not 0 <= index < len(ops):
         raise KernelError(f"ioctl {cmd:#x} is not in the {where} table", errno=errno.EINVAL)
-    user_size(buf)
+    _user_size(buf)
     op = ops[index]
     if op.cmd != cmd:
         raise KernelError(
@@ -209,7 +211,7 @@ class LiveUpdateDevice:
         raise KernelError(f"ioctl {cmd:#x} on {file.describe()}", errno=errno.ENOTTY)
 
     def _device_ioctl(self, dev: LuoDeviceFile, cmd: int, buf: bytearray) -> int:
-        op = lookup(DEVICE_OPS, CMD_BASE, cmd, buf, "/dev/liveupdate")
+        op = _op_for(DEVICE_OPS, CMD_BASE, cmd, buf, "/dev/liveupdate")
         size, _, raw = op.layout.unpack(copy_struct_from_user(buf, op))
         name = _name(raw)
         luo = dev.luo
@@ -219,7 +221,7 @@ class LiveUpdateDevice:
         return 0
 
     def _session_ioctl(self, sf: SessionFile, cmd: int, buf: bytearray) -> int:
-        op = lookup(SESSION_OPS, CMD_SESSION_BASE, cmd, buf, "session")
+        op = _op_for(SESSION_OPS, CMD_SESSION_BASE, cmd, buf, "session")
         luo, session = sf.luo, sf.session
         direction = (
             Direction.INCOMING if isinstance(session, IncomingSession) else Direction.OUTGOING
