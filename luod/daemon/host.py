@@ -30,10 +30,11 @@ import attrs
 
 from luod.daemon.errors import DaemonError, not_owner
 from luod.daemon.objects import ObjectTable, copy_fd_into
+from luod.hw.dma import RingCheck
 from luod.hw.iommu import IommuFault
 from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SHIFT
-from luod.hw.pci import PciDevice, RingCheck
+from luod.hw.pci import PciDevice
 from luod.ipc.methods import ObjectSpec, Plan
 from luod.kernel_model.catalog import KHO, LUO
 from luod.kernel_model.errors import KernelError, NoSuchSession

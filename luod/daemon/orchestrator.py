@@ -44,7 +44,7 @@ from luod.daemon.events import EventBus
 from luod.daemon.host import Host
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.kernel import Kernel
-from luod.kernel_model.luo.core import Damage
+from luod.kernel_model.luo.incoming import Damage
 from luod.kernel_model.luo.state import LuoState
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from types import ModuleType
 
 from luod.kernel_model import iommufd, kvm, memfd, vfio_pci
-from luod.kernel_model.luo.handler import FileHandler, Flb, KernelServices
+from luod.kernel_model.luo.file import FileHandler, KernelServices
+from luod.kernel_model.luo.flb import Flb
 
 TYPE_PACKAGES: tuple[ModuleType, ...] = (memfd, kvm, iommufd, vfio_pci)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from luod.hw.iommu import PageTableBuilder
+from luod.hw.io_pgtable import PageTableBuilder
 from luod.hw.machine import Machine
 
 RAM = 1 << 30

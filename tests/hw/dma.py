@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from luod.hw.iommu import PageTableBuilder
+from luod.hw.dma import DmaEngine
+from luod.hw.io_pgtable import PageTableBuilder
 from luod.hw.machine import Machine
-from luod.hw.pci import DmaEngine
 
 WINDOW_IOVA = 0x1000_0000
 DATA_PFN = 0x2000  # the window's frames, well below the table region

@@ -13,7 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from luod.hw.iommu import (
+from luod.hw.io_pgtable import PageTableBuilder
+from luod.hw.iommu import FaultReason, IommuFault, Segment, parse_bdf
+from luod.hw.machine import Machine
+from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
+from luod.hw.pagetable import (
     IOVA_LIMIT,
     PTE_LEAF,
     PTE_PRESENT,
@@ -21,17 +25,10 @@ from luod.hw.iommu import (
     SIZE_1G,
     SIZE_2M,
     SIZE_4K,
-    FaultReason,
-    IommuFault,
     MappingError,
-    PageTableBuilder,
-    Segment,
     leaves,
-    parse_bdf,
     table_pages,
 )
-from luod.hw.machine import Machine
-from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from tests.hw.conftest import BDF, OTHER_BDF, Frames, table_region
 
 BIG_RAM = 8 << 30  # sparse: room for 1 GiB leaves, costs only what is written

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from luod.hw.iommu import FaultReason, PageTableBuilder, table_pages
+from luod.hw.io_pgtable import PageTableBuilder
+from luod.hw.iommu import FaultReason
 from luod.hw.machine import Machine
 from luod.hw.memory import PhysicalMemory
+from luod.hw.pagetable import table_pages
 from tests.hw.conftest import BDF
 from tests.hw.dma import DATA_PFN, ring_bytes, start_dma
 

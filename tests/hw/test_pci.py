@@ -11,17 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luod.hw.iommu import FaultReason, IommuFault, PageTableBuilder
+from luod.hw.dma import GOLDEN, NS_PER_S, RECORD_SIZE, check_ring, make_records, record_times
+from luod.hw.io_pgtable import PageTableBuilder
+from luod.hw.iommu import FaultReason, IommuFault
 from luod.hw.machine import Machine
-from luod.hw.pci import (
-    GOLDEN,
-    NS_PER_S,
-    RECORD_SIZE,
-    PowerState,
-    check_ring,
-    make_records,
-    record_times,
-)
+from luod.hw.pci import PowerState
 from tests.hw.conftest import BDF, OTHER_BDF, RAM, Frames, table_region
 from tests.hw.dma import DATA_PFN, WINDOW_IOVA, ring_bytes, start_dma
 

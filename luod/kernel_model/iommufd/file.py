@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import attrs
 import numpy as np
 
-from luod.hw.iommu import MappingError, PageTableBuilder, leaves
+from luod.hw.io_pgtable import PageTableBuilder
 from luod.hw.memory import PAGE_SHIFT
+from luod.hw.pagetable import MappingError, leaves
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.vfs import File

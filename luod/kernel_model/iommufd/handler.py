@@ -21,17 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from luod.hw.iommu import table_pages
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
+from luod.hw.pagetable import table_pages
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.iommufd.file import IommufdFile, Mapping
-from luod.kernel_model.luo.handler import (
-    RETRIEVE_OK,
-    FileHandler,
-    IncomingFile,
-    OutgoingFile,
-    PageFlb,
-)
+from luod.kernel_model.luo.file import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import PageFlb
 from luod.kernel_model.vfs import File
 
 IOMMUFD = "iommufd-v1"

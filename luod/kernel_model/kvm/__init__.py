@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from luod.kernel_model.kvm.handler import GuestMemfdHandler, KvmVmHandler
-from luod.kernel_model.luo.handler import FileHandler, Flb
+from luod.kernel_model.luo.file import FileHandler
+from luod.kernel_model.luo.flb import Flb
 
 HANDLERS: tuple[type[FileHandler], ...] = (KvmVmHandler, GuestMemfdHandler)
 FLBS: tuple[type[Flb], ...] = ()

@@ -16,7 +16,7 @@ import struct
 from luod.hw.memory import PAGE_SHIFT
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
-from luod.kernel_model.luo.handler import FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import FileHandler, IncomingFile, OutgoingFile
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.handler import MemfdHandler, PreservedMemfd
 from luod.kernel_model.memfd.records import MemfdRecord

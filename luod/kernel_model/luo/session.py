@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 
 from luod.kernel_model.errors import BadSessionName, NoSuchToken
-from luod.kernel_model.luo.handler import IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import IncomingFile, OutgoingFile
 from luod.kernel_model.luo.state import SESSION_NAME_MAX
 
 

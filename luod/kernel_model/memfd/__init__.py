@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from luod.kernel_model.luo.handler import FileHandler, Flb
+from luod.kernel_model.luo.file import FileHandler
+from luod.kernel_model.luo.flb import Flb
 from luod.kernel_model.memfd.handler import MemfdHandler
 from luod.kernel_model.memfd.hugetlb import HugetlbFlb, HugetlbMemfdHandler
 

@@ -40,7 +40,7 @@ import numpy as np
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.luo.handler import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
 from luod.kernel_model.memfd import records
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.records import (

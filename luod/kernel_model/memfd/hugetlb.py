@@ -16,7 +16,8 @@ from typing import Any
 
 from luod.hw.memory import PhysicalMemory
 from luod.kernel_model.errors import KernelError
-from luod.kernel_model.luo.handler import IncomingFile, OutgoingFile, PageFlb
+from luod.kernel_model.luo.file import IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import PageFlb
 from luod.kernel_model.memfd import hugetlb_pool
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.handler import MemfdHandler, PreservedMemfd

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from luod.kernel_model.luo.handler import FileHandler, Flb
+from luod.kernel_model.luo.file import FileHandler
+from luod.kernel_model.luo.flb import Flb
 from luod.kernel_model.vfio_pci.handler import PciFlb, VfioPciHandler
 
 HANDLERS: tuple[type[FileHandler], ...] = (VfioPciHandler,)

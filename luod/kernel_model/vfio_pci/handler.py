@@ -14,13 +14,8 @@ from luod.hw.memory import PAGE_SHIFT
 from luod.hw.pci import PowerState
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.iommufd.file import IommufdFile
-from luod.kernel_model.luo.handler import (
-    RETRIEVE_OK,
-    FileHandler,
-    IncomingFile,
-    OutgoingFile,
-    PageFlb,
-)
+from luod.kernel_model.luo.file import RETRIEVE_OK, FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import PageFlb
 from luod.kernel_model.vfio_pci.file import VfioDeviceFile
 from luod.kernel_model.vfs import File
 

@@ -10,7 +10,8 @@ import pytest
 from luod.kernel_model import catalog
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.kernel import Kernel
-from luod.kernel_model.luo.handler import FileHandler, Flb, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.file import FileHandler, IncomingFile, OutgoingFile
+from luod.kernel_model.luo.flb import Flb
 from luod.kernel_model.vfs import File
 
 from .conftest import opened

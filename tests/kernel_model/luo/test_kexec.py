@@ -64,6 +64,34 @@ def test_multi_session(kernel: Kernel) -> None:
     assert nxt.state == "normal" and not luo.incoming
 
 
+def test_luo_multi_session(kernel: Kernel) -> None:
+    """Selftest luo_multi_session: a state session and four test sessions (two empty);
+    stage 2 retrieves all five, verifies the three memfds and FINISHes every session."""
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("kexec_multi_state"), 998, new_memfd(kernel, b"2"))
+    luo.create_session("multi-test-empty-1")
+    luo.create_session("multi-test-empty-2")
+    luo.preserve(luo.create_session("multi-test-files-1"), 0x1001, new_memfd(kernel, b"one"))
+    two = luo.create_session("multi-test-files-2")
+    luo.preserve(two, 0x2002, new_memfd(kernel, b"two"))
+    luo.preserve(two, 0x3003, new_memfd(kernel, b"three"))
+    nxt = opened(update(kernel))
+    luo = nxt.liveupdate()
+    state = luo.retrieve_session("kexec_multi_state")
+    assert luo.retrieve_file(state, 998).read(0, 1) == b"2"  # type: ignore[attr-defined]
+    names = ["multi-test-empty-1", "multi-test-empty-2", "multi-test-files-1"]
+    sessions = {name: luo.retrieve_session(name) for name in [*names, "multi-test-files-2"]}
+    assert not sessions["multi-test-empty-1"].files and not sessions["multi-test-empty-2"].files
+    assert retrieve(nxt, "multi-test-files-1", 0x1001).read(0, 3) == b"one"
+    assert retrieve(nxt, "multi-test-files-2", 0x2002).read(0, 3) == b"two"
+    assert retrieve(nxt, "multi-test-files-2", 0x3003).read(0, 5) == b"three"
+    for session in sessions.values():
+        luo.finish_session(session)
+        assert nxt.state == "updated"  # the state session is still unfinished
+    luo.finish_session(state)
+    assert nxt.state == "normal" and not luo.incoming
+
+
 def test_not_found_and_retrieve_twice(kernel: Kernel) -> None:
     luo = kernel.liveupdate()
     luo.create_session("once")
@@ -208,3 +236,52 @@ def test_three_kexecs_represerving(kernel: Kernel) -> None:
         kernel.install(memfd)
         kernel.finish()
     assert kernel.liveupdate_number == 3
+
+
+def test_sessions_created_before_the_incoming_ones_finish(kernel: Kernel) -> None:
+    """The kernel keeps the incoming and outgoing lists apart: CREATE_SESSION works while
+    incoming sessions are unfinished, also for a name an incoming session has; a retrieved
+    file is still LUO's until its session finishes (EBUSY), then it may be preserved."""
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("s"), 1, new_memfd(kernel, b"carried"))
+    nxt = opened(update(kernel))
+    luo = nxt.liveupdate()
+    assert nxt.state == "updated"
+    fresh = luo.create_session("fresh")
+    again = luo.create_session("s")
+    assert sorted(luo.outgoing) == ["fresh", "s"] and "s" in luo.incoming
+    luo.preserve(fresh, 1, new_memfd(nxt, b"new"))
+    incoming = luo.retrieve_session("s")
+    memfd = retrieve(nxt, "s", 1)
+    with pytest.raises(KernelError) as info:
+        luo.preserve(again, 1, memfd)
+    assert info.value.errno_name == "EBUSY"
+    nxt.install(memfd)  # keep it past the finish
+    luo.finish_session(incoming)
+    assert nxt.state == "normal"
+    luo.preserve(again, 1, memfd)
+    final = opened(update(nxt))
+    assert sorted(final.liveupdate().incoming) == ["fresh", "s"]
+    final.liveupdate().retrieve_session("s")
+    assert retrieve(final, "s", 1).read(0, 7) == b"carried"
+
+
+def test_finish_empties_the_file_set(kernel: Kernel) -> None:
+    """After FINISH, RETRIEVE_FD gives ENOENT and a second FINISH returns 0."""
+    from luod.kernel_model.luo import uapi
+
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("s"), 5, new_memfd(kernel, b"x"))
+    nxt = update(kernel)
+    dev = uapi.LiveUpdateDevice(nxt)
+    arg = uapi.session_struct(b"s")
+    dev.ioctl(dev.open(), uapi.RETRIEVE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    assert dev.ioctl(sfd, uapi.SESSION_RETRIEVE_FD, uapi.fd_struct(0, 5)) == 0
+    assert dev.ioctl(sfd, uapi.SESSION_FINISH, uapi.finish_struct()) == 0
+    with pytest.raises(KernelError) as info:
+        dev.ioctl(sfd, uapi.SESSION_RETRIEVE_FD, uapi.fd_struct(0, 5))
+    assert info.value.errno_name == "ENOENT"
+    assert dev.ioctl(sfd, uapi.SESSION_FINISH, uapi.finish_struct()) == 0
+    assert nxt.state == "normal" and not nxt.liveupdate().incoming
+    nxt.close(sfd)

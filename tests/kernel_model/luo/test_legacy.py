@@ -6,7 +6,7 @@ import pytest
 
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.kernel import Kernel
-from luod.kernel_model.luo.handler import OutgoingFile
+from luod.kernel_model.luo.file import OutgoingFile
 from luod.kernel_model.memfd.handler import MemfdHandler
 
 from .conftest import new_memfd, opened, update

@@ -10,7 +10,7 @@ from luod.hw.machine import Machine
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.kernel import BootConfig, Kernel
 from luod.kernel_model.luo import uapi
-from luod.kernel_model.luo.handler import OutgoingFile
+from luod.kernel_model.luo.file import OutgoingFile
 from luod.kernel_model.luo.state import Limits
 from luod.kernel_model.vfs import File
 
@@ -72,6 +72,31 @@ def test_bad_names_and_get_name(kernel: Kernel) -> None:
     assert bytes(got[8:71]) == b"A" * 63 and got[71] == 0
 
 
+def _get_name(size: int, reserved: int = 0) -> bytearray:
+    arg = bytearray(72)
+    arg[0:8] = size.to_bytes(4, "little") + reserved.to_bytes(4, "little")
+    return arg
+
+
+def test_get_name_rules(kernel: Kernel) -> None:
+    """A nonzero `reserved` is EINVAL; the minimum size is the kernel's table entry (16
+    bytes), below the full 72, and the copy-back stops at the declared size."""
+    dev = uapi.LiveUpdateDevice(kernel)
+    arg = uapi.session_struct(b"a-session-name")
+    dev.ioctl(dev.open(), uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    for bad in (_get_name(72, reserved=1), _get_name(12), _get_name(4)):
+        with pytest.raises(KernelError) as info:
+            dev.ioctl(sfd, uapi.SESSION_GET_NAME, bad)
+        assert errno_of(info) == "EINVAL"
+    short = _get_name(16)
+    assert dev.ioctl(sfd, uapi.SESSION_GET_NAME, short) == 0
+    assert bytes(short[8:16]) == b"a-sessio" and not any(short[16:])
+    full = _get_name(72)
+    assert dev.ioctl(sfd, uapi.SESSION_GET_NAME, full) == 0
+    assert bytes(full[8:23]) == b"a-session-name\0"
+
+
 def test_struct_size_rules(kernel: Kernel) -> None:
     dev = uapi.LiveUpdateDevice(kernel)
     dfd = dev.open()
@@ -86,10 +111,63 @@ def test_struct_size_rules(kernel: Kernel) -> None:
     big[76] = 0
     assert dev.ioctl(dfd, uapi.CREATE_SESSION, big) == 0  # zero tail is fine
     sfd = int.from_bytes(big[4:8], "little", signed=True)
-    for nr, code in ((0x7F, "EINVAL"), (uapi.CREATE_SESSION, "ENOTTY")):
+    # The kernel's range check: a number outside the fd's table is EINVAL, a device
+    # number on a session fd and a session number on /dev/liveupdate too.
+    for fd, cmd in (
+        (sfd, uapi.io(0x7F)),
+        (sfd, uapi.CREATE_SESSION),
+        (sfd, uapi.io(0x44)),
+        (dfd, uapi.SESSION_PRESERVE_FD),
+        (dfd, uapi.io(0x02)),
+    ):
         with pytest.raises(KernelError) as info:
-            dev.ioctl(sfd, nr, uapi.fd_struct(0, 0))
-        assert errno_of(info) == code
+            dev.ioctl(fd, cmd, uapi.fd_struct(0, 0))
+        assert errno_of(info) == "EINVAL", hex(cmd)
+
+
+def _iow(cmd: int, size: int) -> int:
+    """`cmd` re-encoded as `_IOW`: direction write and a size, same type and number."""
+    return cmd | 1 << 30 | size << 16
+
+
+def test_command_word_is_decoded_whole(kernel: Kernel) -> None:
+    """A number in range but a word that is not exactly `_IO(0xBA, nr)` is ENOTTY; a
+    number out of range is EINVAL whatever the rest of the word says."""
+    dev = uapi.LiveUpdateDevice(kernel)
+    dfd = dev.open()
+    arg = uapi.session_struct(b"s")
+    dev.ioctl(dfd, uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    memfd = kernel.memfd_create("m")
+    for fd, cmd, code in (
+        (dfd, _iow(uapi.CREATE_SESSION, 72), "ENOTTY"),
+        (dfd, uapi.io(0x00, ioc_type=0xBB), "ENOTTY"),
+        (sfd, _iow(uapi.SESSION_PRESERVE_FD, 16), "ENOTTY"),
+        (sfd, uapi.io(0x40, ioc_type=0x00), "ENOTTY"),
+        (sfd, _iow(uapi.io(0x7F), 16), "EINVAL"),
+        (dfd, uapi.io(0x40, ioc_type=0xBB), "EINVAL"),
+    ):
+        with pytest.raises(KernelError) as info:
+            dev.ioctl(fd, cmd, uapi.fd_struct(memfd, 1))
+        assert errno_of(info) == code, hex(cmd)
+    assert not kernel.liveupdate().outgoing["s"].files  # nothing was preserved
+    assert dev.ioctl(sfd, uapi.SESSION_PRESERVE_FD, uapi.fd_struct(memfd, 1)) == 0
+
+
+def test_session_direction_is_checked_before_the_size(kernel: Kernel) -> None:
+    dev = uapi.LiveUpdateDevice(kernel)
+    arg = uapi.session_struct(b"out")
+    dev.ioctl(dev.open(), uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    short = bytearray((4).to_bytes(4, "little")) + bytearray(12)
+    for cmd in (uapi.SESSION_FINISH, uapi.SESSION_RETRIEVE_FD):
+        for buf in (uapi.finish_struct(), short):
+            with pytest.raises(KernelError) as info:
+                dev.ioctl(sfd, cmd, bytearray(buf))
+            assert errno_of(info) == "EINVAL" and "outgoing" in info.value.message
+    with pytest.raises(KernelError) as info:
+        dev.ioctl(sfd, uapi.SESSION_PRESERVE_FD, bytearray(short))
+    assert errno_of(info) == "EINVAL" and "minimum 16" in info.value.message
 
 
 # 8, 9, 10, 11 ------------------------------------------------------------------------------
@@ -135,6 +213,26 @@ def test_multiple_and_complex(kernel: Kernel) -> None:
     luo.preserve(s2, 0x2222, d)
     assert (a.read(0, 100), b.read(0, 100)) == (b"A" * 100, b"B" * 100)
     assert d.read(0, 10) == b""
+
+
+def test_preserve_complex_scenario(kernel: Kernel) -> None:
+    """Selftest preserve_complex_scenario: two sessions, each with one data memfd and one
+    empty memfd; both sessions closed, the data intact and the empty ones read 0 bytes."""
+    luo = kernel.liveupdate()
+    s1, s2 = luo.create_session("complex-1"), luo.create_session("complex-2")
+    data1, empty1 = new_memfd(kernel, b"data for session one"), new_memfd(kernel)
+    data2, empty2 = new_memfd(kernel, b"data for session two"), new_memfd(kernel)
+    luo.preserve(s1, 0x1111, data1)
+    luo.preserve(s1, 0x2222, empty1)
+    luo.preserve(s2, 0x3333, data2)
+    luo.preserve(s2, 0x4444, empty2)
+    assert [f.token for f in s1.files] == [0x1111, 0x2222]
+    assert [f.token for f in s2.files] == [0x3333, 0x4444]
+    luo.close_session(s1)
+    luo.close_session(s2)
+    assert data1.read(0, 20) == b"data for session one"
+    assert data2.read(0, 20) == b"data for session two"
+    assert (empty1.size, empty1.read(0, 10), empty2.read(0, 10)) == (0, b"", b"")
 
 
 # 12, 13, 14, 15, 16 -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""File handlers and File-Lifecycle-Bound (FLB) objects: the op sets LUO drives.
+"""Preserved files and the file-handler op set LUO drives them through.
 
 A handler owns one file type (`memfd`, ...) and the record formats it can write and read
 (`formats`, newest first). Its ops follow `struct liveupdate_file_ops` (reference/
@@ -9,19 +9,20 @@ record in the format negotiated against the next kernel and returns its physical
 Required ops: preserve, unpreserve, retrieve, finish (registration refuses a handler
 without them, EINVAL). Optional: freeze, unfreeze, can_finish, get_id, prepare, cancel.
 
-An FLB is global state shared by many files (IOMMU core, hugetlb pools): preserved with
-the first dependent file, unpreserved with the last, retrieved once on demand in the next
-kernel, finished after its last dependent file.
+`OutgoingFile` and `IncomingFile` are LUO's record of one preserved file in this kernel
+and in the next. As in the kernel, a handler sees the session holding its file only
+through what it may hand back to LUO's in-kernel API (`LuoServices`: a dependency's token
+or file in the same session, an incoming FLB); the session views below are that much of a
+session, so this module stands below `session` and `core`.
 """
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
-from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE
+from luod.kernel_model.catalog import FORMAT_LAYERS
 from luod.kernel_model.errors import KernelError
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     from luod.hw.memory import PhysicalMemory
     from luod.kernel_model.kho.incoming import KhoIn
     from luod.kernel_model.kho.outgoing import KhoOut
-    from luod.kernel_model.luo.core import Luo
-    from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
     from luod.kernel_model.memfd.hugetlb_pool import HugetlbPools
     from luod.kernel_model.mm import FrameAllocator
     from luod.kernel_model.vfs import File
@@ -38,8 +37,37 @@ if TYPE_CHECKING:
 HANDLER_COMPAT_LENGTH = 48
 
 
+class OutgoingSessionView(Protocol):
+    """What a handler sees of the outgoing session holding its file."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def files(self) -> list[OutgoingFile]: ...
+
+
+class IncomingSessionView(Protocol):
+    """What a handler sees of the incoming session holding its file."""
+
+    @property
+    def name(self) -> str: ...
+
+    def by_token(self, token: int) -> IncomingFile: ...
+
+
+class LuoServices(Protocol):
+    """LUO's in-kernel API for dependent handlers (kernel.md §2.1, §2.2)."""
+
+    def outgoing_token(self, session: OutgoingSessionView, file: File) -> int: ...
+
+    def incoming_file(self, session: IncomingSessionView, token: int) -> File: ...
+
+    def flb_get_incoming(self, compatible: str) -> object: ...
+
+
 class KernelServices(Protocol):
-    """What a handler may use of its kernel: memory by pfn, the allocator, KHO."""
+    """What a handler may use of its kernel: memory by pfn, the allocator, KHO, LUO."""
 
     @property
     def memory(self) -> PhysicalMemory: ...
@@ -54,7 +82,7 @@ class KernelServices(Protocol):
     def kho_in(self) -> KhoIn | None: ...
 
     @property
-    def luo(self) -> Luo | None: ...
+    def luo(self) -> LuoServices | None: ...
 
     @property
     def hugetlb(self) -> HugetlbPools: ...
@@ -65,7 +93,7 @@ class KernelServices(Protocol):
 
 @attrs.define(eq=False)
 class OutgoingFile:
-    session: OutgoingSession
+    session: OutgoingSessionView
     token: int
     file: File
     handler: FileHandler
@@ -81,7 +109,7 @@ RETRIEVE_OK = 1
 
 @attrs.define(eq=False)
 class IncomingFile:
-    session: IncomingSession
+    session: IncomingSessionView
     token: int
     compatible: str
     data: int
@@ -103,8 +131,6 @@ class FileHandler:
     @property
     def layer(self) -> str:
         """The negotiation layer: the catalog's layer of this handler's formats."""
-        from luod.kernel_model.catalog import FORMAT_LAYERS
-
         return (
             FORMAT_LAYERS.get(self.formats[0], self.file_type) if self.formats else self.file_type
         )
@@ -160,74 +186,3 @@ class FileHandler:
 
     def missing_ops(self) -> list[str]:
         return [op for op in self.REQUIRED if getattr(type(self), op) is getattr(FileHandler, op)]
-
-
-class Flb:
-    """A global object shared by the files of one or more handlers."""
-
-    compatible: ClassVar[str] = ""
-
-    def __init__(self, kernel: KernelServices) -> None:
-        self.kernel = kernel
-
-    def preserve(self) -> tuple[int, Any]:
-        """First dependent file preserved: returns (u64 data for the table, live object)."""
-        raise NotImplementedError
-
-    def unpreserve(self, data: int, obj: Any) -> None:
-        raise NotImplementedError
-
-    def retrieve(self, data: int) -> Any:
-        raise NotImplementedError
-
-    def finish(self, data: int, obj: Any) -> None:
-        raise NotImplementedError
-
-
-class PageFlb(Flb):
-    """An FLB whose global state fits one preserved page: `body()` is written at preserve,
-    `parse(raw)` rebuilds the object at retrieve (the page is freed once read)."""
-
-    def body(self) -> bytes:
-        return struct.pack("<Q", 1)
-
-    def parse(self, raw: bytes) -> Any:
-        return None
-
-    def preserve(self) -> tuple[int, Any]:
-        pfn = self.kernel.kho_out.alloc_preserved(1)
-        self.kernel.memory.write(pfn, self.body())
-        return pfn << PAGE_SHIFT, pfn
-
-    def unpreserve(self, data: int, obj: Any) -> None:
-        self.kernel.kho_out.free_preserved(obj, 1)
-
-    def retrieve(self, data: int) -> Any:
-        kho_in = self.kernel.kho_in
-        assert kho_in is not None
-        kho_in.restore_pages(data >> PAGE_SHIFT, 1)
-        raw = self.kernel.memory.read_at(data, PAGE_SIZE)
-        self.kernel.mm.free_extent(data >> PAGE_SHIFT, 1)
-        return self.parse(raw)
-
-    def finish(self, data: int, obj: Any) -> None:
-        pass
-
-
-@attrs.define(eq=False)
-class OutgoingFlb:
-    flb: Flb
-    count: int = 0
-    data: int = 0
-    obj: Any = None
-
-
-@attrs.define(eq=False)
-class IncomingFlb:
-    flb: Flb | None  # None: no handler registered it in this kernel
-    compatible: str
-    data: int
-    count: int  # files still to finish
-    obj: Any = None
-    retrieved: bool = False
-    finished: bool = False
