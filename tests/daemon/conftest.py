@@ -12,9 +12,10 @@ import attrs
 import pytest
 import trio
 
+from luod.daemon.core import Daemon
 from luod.daemon.host import Host
 from luod.daemon.listener import open_unix_listener
-from luod.daemon.server import Daemon, serve
+from luod.daemon.service import serve
 from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.images import default_image
 from luod.kernel_model.kernel import BootConfig
