@@ -27,8 +27,9 @@ def test_a_handler_twice_is_refused_at_start_up() -> None:
 
 def test_a_handler_for_no_method_is_refused() -> None:
     group = MethodGroup("test")
+    handler = next(iter(GROUPS[0].handlers.values()))
     with pytest.raises(ValueError, match="not in the method table"):
-        group("no.such.method")
+        group("no.such.method")(handler)
 
 
 def _without(group: MethodGroup, method: str) -> MethodGroup:
