@@ -8,11 +8,13 @@ cause; failures of single files (retrieve, finish) are the kernel's own damage l
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
-from luod.daemon.errors import error_json
+from luod.daemon.errors import DaemonError, error_json
 from luod.daemon.host import Host
 from luod.daemon.owners import OWNERS_SESSION
+from luod.kernel_model.errors import NoSuchSession
 
 
 def boot_damage(host: Host, handed_over: list[str]) -> list[dict[str, Any]]:
@@ -22,47 +24,38 @@ def boot_damage(host: Host, handed_over: list[str]) -> list[dict[str, Any]]:
     kernel = host.kernel
     names = [n for n in handed_over if n != OWNERS_SESSION]
 
-    def each(step: str, name: str, errno_: str | None, message: str) -> list[dict[str, Any]]:
-        error = {"name": f"luod.{name}", "errno": errno_, "message": message, "object": None}
-        return [{"session": s, "token": None, "step": step, "error": error} for s in names]
+    def entry(session: str, step: str, exc: Exception) -> dict[str, Any]:
+        return {"session": session, "token": None, "step": step, "error": error_json(exc)}
+
+    def each(step: str, exc: Exception) -> list[dict[str, Any]]:
+        return [entry(s, step, exc) for s in names]
 
     if kernel.boot_report.kind == "cold":
         reason = kernel.boot_report.reason or "no reason given"
-        return each("boot", "ColdBoot", None, f"the next kernel booted cold: {reason}")
+        return each("boot", DaemonError("ColdBoot", f"the next kernel booted cold: {reason}"))
     if kernel.panicked is not None:
-        return each("boot", "KernelPanicked", "EIO", kernel.panicked)
+        return each("boot", DaemonError("KernelPanicked", kernel.panicked, errno=errno.EIO))
     if host.device_error is not None:
-        return each("deserialize", "LuoUnavailable", "EIO", host.device_error)
+        return each(
+            "deserialize", DaemonError("LuoUnavailable", host.device_error, errno=errno.EIO)
+        )
     luo = kernel.liveupdate()
     damage = [
-        {
-            "session": name,
-            "token": None,
-            "step": "boot",
-            "error": {
-                "name": "luod.NoSuchSession",
-                "errno": "ENOENT",
-                "message": f"session {name!r} was handed over but did not arrive",
-                "object": name,
-            },
-        }
+        entry(
+            name,
+            "boot",
+            NoSuchSession(f"session {name!r} was handed over but did not arrive", obj=name),
+        )
         for name in names
         if name not in luo.incoming
     ]
     if host.restore_error is not None:
         exc = host.restore_error
-        error: dict[str, Any] = {
-            **error_json(exc),
-            "message": f"owner unknown, only root may take it: {exc.message}",
-        }
-        damage += [
-            {
-                "session": name,
-                "token": None,
-                "step": "restore",
-                "error": dict(error),
-            }
-            for name in names
-            if name in luo.incoming
-        ]
+        lost = DaemonError(
+            exc.name,
+            f"owner unknown, only root may take it: {exc.message}",
+            errno=exc.errno,
+            obj=exc.obj,
+        )
+        damage += [entry(name, "restore", lost) for name in names if name in luo.incoming]
     return damage
