@@ -7,7 +7,7 @@ graph); cattrs arrives with the first message, through the protocol's converter.
 
 Layout: `main` (the run), `cli` + `argtypes` (the command line), `commands`, `memfd`,
 `events`, `progress` (what each command does), `link` + `sockets` (the connection),
-`failures` + `exitcodes` (errors and exit statuses), `output`, `human`, `table` (printing).
+`failures` + `exitcodes` (errors and exit statuses), `output`, `human*`, `table` (printing).
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """One function per `luoctl` command: arguments in, the daemon's result out.
 
-Each function builds the method's params (`luod/ipc/methods.py` is the contract), calls
+Each function builds the method's params (`luod.ipc.methods` is the contract), calls
 it and returns an `Outcome` whose document is what `--json` prints: the daemon's result,
 passed through with every key it has, reshaped only where CLI.md says so (`kernel list`
 and `session list` print a list) and completed with the request's own values where a
 result would otherwise lack a key CLI.md promises (e.g. `check`'s `target`).
 
 The fd-carrying commands live in `memfd`, the streaming one in `events`, the long ones
-with progress in `progress`; `COMMANDS` at the end maps every command key to its function.
+with progress in `progress`. `COMMANDS` at the end maps every command key to its entry:
+the `METHODS` entry it calls (so a command for a method luod lacks fails at import), its
+function, and its human renderer (`human_machine`, `human_sessions`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import attrs
+
+from luoctl import human_machine as hm
+from luoctl import human_sessions as hs
 from luoctl.context import Context, Outcome
 from luoctl.events import events
 from luoctl.exitcodes import ExitCode
+from luoctl.human import Renderer, generic
 from luoctl.memfd import memfd_preserve, memfd_retrieve
 from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
 from luod.ipc.fdpass import close_fds
+from luod.ipc.method_table import MethodSpec
+from luod.ipc.methods import METHODS
 
-__all__ = ["COMMANDS", "Command"]
+__all__ = ["COMMANDS", "Command", "CommandEntry", "render"]
 
 Command = Callable[[Context, argparse.Namespace], Outcome]
 
@@ -189,36 +198,58 @@ def fault_clear(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(merged(params, request(ctx, "fault.clear", params)))
 
 
-COMMANDS: Final[dict[str, Command]] = {
-    "status": status,
-    "kernel.list": kernel_list,
-    "kernel.show": kernel_show,
-    "kernel.matrix": kernel_matrix,
-    "kernel.write": kernel_write,
-    "load": load,
-    "session.create": session_create,
-    "session.list": session_list,
-    "session.show": session_show,
-    "session.close": session_close,
-    "session.retrieve": session_retrieve,
-    "session.finish": session_finish,
-    "memfd.preserve": memfd_preserve,
-    "memfd.retrieve": memfd_retrieve,
-    "file.unpreserve": file_unpreserve,
-    "file.retrieve": file_retrieve,
-    "file.reclaim": file_reclaim,
-    "apply": apply,
-    "check": check,
-    "prepare": _global_event("prepare"),
-    "freeze": _global_event("freeze"),
-    "cancel": _global_event("cancel"),
-    "finish": _global_event("finish"),
-    "kexec": kexec,
-    "update": update,
-    "boot.cold": boot_cold,
-    "fault.list": fault_list,
-    "fault.arm": fault_arm,
-    "fault.clear": fault_clear,
-    "events": events,
+@attrs.frozen
+class CommandEntry:
+    """One `luoctl` command: the method table entry it calls (`luod.ipc.methods`), the
+    code that runs it, and the renderer of its document without `--json` (None: the
+    command prints its own lines)."""
+
+    method: MethodSpec
+    run: Command
+    render: Renderer | None
+
+
+def _entry(method: str, run: Command, render: Renderer | None) -> CommandEntry:
+    return CommandEntry(METHODS[method], run, render)  # KeyError: not a method of luod
+
+
+COMMANDS: Final[dict[str, CommandEntry]] = {
+    "status": _entry("status", status, hm.status),
+    "kernel.list": _entry("kernel.list", kernel_list, hm.kernel_list),
+    "kernel.show": _entry("kernel.show", kernel_show, hm.kernel_show),
+    "kernel.matrix": _entry("kernel.matrix", kernel_matrix, hm.kernel_matrix),
+    "kernel.write": _entry("kernel.write", kernel_write, hm.kernel_write),
+    "load": _entry("load", load, hm.load),
+    "session.create": _entry("session.create", session_create, hs.session),
+    "session.list": _entry("session.list", session_list, hs.session_list),
+    "session.show": _entry("session.show", session_show, hs.session),
+    "session.close": _entry("session.close", session_close, hs.done("closed")),
+    "session.retrieve": _entry("session.retrieve", session_retrieve, hs.session),
+    "session.finish": _entry("session.finish", session_finish, hs.done("finished")),
+    "memfd.preserve": _entry("memfd.preserve", memfd_preserve, hs.memfd_preserve),
+    "memfd.retrieve": _entry("memfd.retrieve", memfd_retrieve, hs.memfd_retrieve),
+    "file.unpreserve": _entry("file.unpreserve", file_unpreserve, hs.file_unpreserve),
+    "file.retrieve": _entry("file.retrieve", file_retrieve, hs.file_retrieve),
+    "file.reclaim": _entry("file.reclaim", file_reclaim, hs.file_reclaim),
+    "apply": _entry("apply", apply, hs.apply),
+    "check": _entry("check", check, hm.check),
+    "prepare": _entry("prepare", _global_event("prepare"), hm.state),
+    "freeze": _entry("freeze", _global_event("freeze"), hm.state),
+    "cancel": _entry("cancel", _global_event("cancel"), hm.state),
+    "finish": _entry("finish", _global_event("finish"), hm.state),
+    "kexec": _entry("kexec", kexec, hm.update),
+    "update": _entry("update", update, hm.update),
+    "boot.cold": _entry("boot.cold", boot_cold, hm.boot_cold),
+    "fault.list": _entry("fault.list", fault_list, hm.fault_list),
+    "fault.arm": _entry("fault.arm", fault_arm, hm.fault_arm),
+    "fault.clear": _entry("fault.clear", fault_clear, hm.fault_clear),
+    "events": _entry("events.subscribe", events, None),  # prints JSON lines itself
 }
-"""Command key (`args.run`, set by `cli`) to its function."""
+"""Command key (`args.run`, set by `cli`) to its entry."""
+
+
+def render(command: str, document: object) -> list[str]:
+    """The human lines for `command`'s document (generic `key: value` lines if it has no
+    renderer of its own)."""
+    renderer = COMMANDS[command].render if command in COMMANDS else None
+    return renderer(document) if renderer is not None else generic(document)

@@ -2,7 +2,7 @@
 
 A command is a function `(Context, argparse.Namespace) -> Outcome`: it talks to the daemon
 through `ctx.link` and returns the result document; `main` prints it (JSON or human,
-through `human.RENDERERS`) and exits with `outcome.code`. Commands that stream (events)
+through the command's renderer) and exits with `outcome.code`. Commands that stream (events)
 or write bytes to stdout (memfd retrieve) print themselves and return `silent=True`.
 """
 

@@ -1,7 +1,7 @@
 """The `luoctl` entry point: parse, run one command, print, and return the exit status.
 
 Owns the run's frame and nothing inside it: `cli` parses, `commands` does the work,
-`human`/`output` print, `failures` turns any error into CLI.md's exit code and error
+`human*`/`output` print, `failures` turns any error into CLI.md's exit code and error
 document. Every path returns an int (argparse's SystemExit for --help/--version included),
 so tests call `main([...])` directly.
 
@@ -15,11 +15,10 @@ from __future__ import annotations
 import sys
 
 from luoctl.cli import build_parser
-from luoctl.commands import COMMANDS
+from luoctl.commands import COMMANDS, render
 from luoctl.context import Context, Outcome
 from luoctl.exitcodes import ExitCode
 from luoctl.failures import UsageError, classify, interrupted
-from luoctl.human import render
 from luoctl.link import DaemonLink
 from luoctl.output import Output
 
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     command: str = args.run
     link = DaemonLink(args.socket, timeout=args.timeout)
     try:
-        outcome = COMMANDS[command](Context(link, out), args)
+        outcome = COMMANDS[command].run(Context(link, out), args)
         _print(out, command, outcome)
         return outcome.code
     except BrokenPipeError:

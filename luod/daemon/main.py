@@ -7,7 +7,7 @@ Both signals are blocked from before the boot until trio's signal receiver is in
 a signal that arrives while the machine is still booting is held, not fatal, and handled as
 soon as the loop runs.
 
-Serving itself lives in `luod.daemon.server`; this module parses, boots, listens (or takes
+Serving itself lives in `luod.daemon.service`; this module parses, boots, listens (or takes
 the socket systemd passed), reports readiness, pings the watchdog and stops cleanly.
 """
 
@@ -257,7 +257,8 @@ async def _serve(
         except ListenerError as exc:
             log.error("listen_failed", error=str(exc))
             return 1
-        from luod.daemon.server import Daemon, serve  # heavy: numpy and the model
+        from luod.daemon.core import Daemon  # heavy: numpy and the model
+        from luod.daemon.service import serve
 
         records = RunRecords(args.state_dir)
         records.start()

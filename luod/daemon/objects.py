@@ -16,22 +16,20 @@ preserve in the plan's order; the first violation releases everything the plan m
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 
 from luod.daemon.errors import DaemonError
-from luod.ipc.methods import ObjectSpec, Plan
+from luod.daemon.memfd_bridge import copy_fd_into
+from luod.ipc.plans import ObjectSpec, Plan
 from luod.kernel_model.iommufd.file import IommufdFile
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.kvm.file import GuestMemfdFile, KvmVmFile
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.vfio_pci.file import VfioDeviceFile
 from luod.kernel_model.vfs import File
-
-HUGE_ORDERS = {4096: 0, 2 << 20: 9, 1 << 30: 18}
 
 # Per type, the spec fields naming the objects it depends on.
 DEPENDENCY_FIELDS: dict[str, Callable[[ObjectSpec], list[str]]] = {
@@ -94,9 +92,7 @@ class ObjectTable:
 
     # -- creation ---------------------------------------------------------------------------
 
-    def create(
-        self, kernel: Kernel, uid: int, spec: ObjectSpec, data_fd: int | None, copy: CopyFn
-    ) -> HeldObject:
+    def create(self, kernel: Kernel, uid: int, spec: ObjectSpec, data_fd: int | None) -> HeldObject:
         if (uid, spec.name) in self.objects:
             raise _bad("ObjectExists", f"object {spec.name!r} exists", spec.name, errno.EEXIST)
         depends = DEPENDENCY_FIELDS[spec.type](spec)
@@ -117,7 +113,7 @@ class ObjectTable:
                 if spec.size is not None:
                     file.truncate(spec.size)
                 if data_fd is not None:
-                    copy(file, data_fd, spec.size)
+                    copy_fd_into(file, data_fd, spec.size)
         except BaseException:
             kernel.close(fd)
             raise
@@ -126,13 +122,6 @@ class ObjectTable:
 
     def _make(self, kernel: Kernel, uid: int, spec: ObjectSpec) -> File:
         if spec.type == "memfd":
-            order = HUGE_ORDERS.get(spec.page_size)
-            if order is None:
-                raise _bad(
-                    "BadPageSize",
-                    f"memfd {spec.name!r}: page size {spec.page_size} is not 4K, 2M or 1G",
-                    spec.name,
-                )
             return kernel.new_memfd(spec.name, page_size=spec.page_size)
         if spec.type == "kvm-vm":
             return KvmVmFile(spec.vm_type)
@@ -232,35 +221,6 @@ class ObjectTable:
         for spec in specs.values():
             place(spec, ())
         return ordered
-
-
-CopyFn = Callable[[MemfdFile, int, int | None], None]
-
-
-def copy_fd_into(memfd: MemfdFile, source: int, length: int | None, chunk: int = 8 << 20) -> None:
-    """Copy a real fd's data extents (holes stay holes) into an emulated memfd."""
-    size = os.fstat(source).st_size
-    end = size if length is None else min(size, length)
-    offset = 0
-    while offset < end:
-        try:
-            lo = os.lseek(source, offset, os.SEEK_DATA)
-            hi = min(os.lseek(source, lo, os.SEEK_HOLE), end)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            lo, hi = offset, end
-        if lo >= end:
-            break
-        for at in range(lo, hi, chunk):
-            data = os.pread(source, min(chunk, hi - at), at)
-            if data.strip(b"\0"):
-                if at + len(data) > memfd.size:
-                    memfd.truncate(at + len(data))
-                memfd.write(at, data)
-        offset = hi
-    if length is None and memfd.size < size:
-        memfd.truncate(size)
 
 
 def _make_iommufd(kernel: Kernel, spec: ObjectSpec, resolve: Callable[[str], File]) -> File:

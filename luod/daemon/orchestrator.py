@@ -1,10 +1,9 @@
-"""The update choreography: participants, the barrier, and the phases of an update.
+"""The update choreography: the phases of an update, its record, and the resume after it.
 
-Participants are long-lived clients that register with a name and the sessions they care
-about. For each update the daemon sends them `prepare` and then `freeze` events carrying an
-`update_id`, and waits for every `participant.ack` within the deadline. A NAK, a missed
-deadline or a disconnect cancels the whole update: the kernel goes back to NORMAL and every
-object is usable again; the error names the participant and the cause.
+Participants (`luod.daemon.participants`) get `prepare` and then `freeze` events and must
+acknowledge each; a NAK, a missed deadline or a disconnect cancels the whole update: the
+kernel goes back to NORMAL and every object is usable again; the error names the
+participant and the cause.
 
 `update` runs the phases `load`, `check`, `prepare`, `freeze`, `kexec`, `restore` and times
 each. The blackout runs from the start of freeze until the next kernel serves retrieval (its
@@ -31,76 +30,27 @@ import errno
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
 import structlog
 import trio
 
-from luod.daemon import heap
+from luod.daemon import compat, heap
 from luod.daemon.clock import DeviceClock
-from luod.daemon.errors import DaemonError, incompatible, wire_error
+from luod.daemon.damage import boot_damage
+from luod.daemon.errors import DaemonError, error_json, incompatible
 from luod.daemon.events import EventBus
 from luod.daemon.host import Host
+from luod.daemon.participants import Member, Participant, Roster
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.incoming import Damage
 from luod.kernel_model.luo.state import LuoState
 
-if TYPE_CHECKING:
-    from luod.daemon.server import ClientConnection
-
 log = structlog.get_logger("luod.orchestrator")
 
 PHASES = ("load", "check", "prepare", "freeze", "kexec", "restore")
 DEFAULT_DEADLINE = 30.0
-
-
-@attrs.define(eq=False)
-class Participant:
-    name: str
-    uid: int
-    sessions: list[str]
-    conn: ClientConnection | None
-    state: str = "registered"
-
-    def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "uid": self.uid, "sessions": self.sessions, "state": self.state}
-
-
-@attrs.define(eq=False)
-class Barrier:
-    """One phase of one update waiting for every participant's answer."""
-
-    update_id: int
-    phase: str
-    waiting: set[str]
-    done: trio.Event = attrs.field(factory=trio.Event)
-    failure: DaemonError | None = None
-
-    def answer(self, name: str, ok: bool, reason: str | None) -> None:
-        if name not in self.waiting:
-            return
-        self.waiting.discard(name)
-        if not ok and self.failure is None:
-            self.failure = DaemonError(
-                "ParticipantRefused",
-                f"participant {name!r} refused {self.phase}: {reason or 'no reason given'}",
-                errno=errno.ECANCELED,
-                obj=name,
-            )
-        if self.failure is not None or not self.waiting:
-            self.done.set()
-
-    def lost(self, name: str) -> None:
-        if name in self.waiting and self.failure is None:
-            self.failure = DaemonError(
-                "ParticipantGone",
-                f"participant {name!r} disconnected during {self.phase}",
-                errno=errno.ECONNRESET,
-                obj=name,
-            )
-            self.done.set()
 
 
 class Orchestrator:
@@ -117,9 +67,8 @@ class Orchestrator:
         self.host = host
         self.clock = clock or DeviceClock(host.machine)
         self.bus = bus
-        self.participants: dict[str, Participant] = {}
+        self.roster = Roster(bus, status_hook)
         self.lock = trio.Lock()
-        self.barrier: Barrier | None = None
         self.last_update: dict[str, Any] | None = None
         self._ids = itertools.count(1)
         self._on_record = on_update_record
@@ -139,44 +88,14 @@ class Orchestrator:
 
     # -- participants ---------------------------------------------------------------------
 
-    def register(self, conn: ClientConnection, name: str, sessions: list[str]) -> Participant:
-        if not name:
-            raise DaemonError("BadParticipant", "participant name is empty", errno=errno.EINVAL)
-        known = self.participants.get(name)
-        if known is not None and known.conn is not None and known.conn is not conn:
-            raise DaemonError(
-                "ParticipantExists",
-                f"participant {name!r} is registered on another connection",
-                errno=errno.EEXIST,
-                obj=name,
-            )
-        if self.barrier is not None:
-            raise DaemonError(
-                "UpdateInProgress",
-                f"cannot register {name!r} while an update waits for {self.barrier.phase}",
-                errno=errno.EBUSY,
-                obj=name,
-            )
-        participant = Participant(name, conn.caller.uid, sessions, conn)
-        self.participants[name] = participant
-        self.bus.publish("participant.registered", name=name, sessions=sessions)
-        return participant
+    @property
+    def participants(self) -> dict[str, Participant]:
+        return self.roster.participants
 
-    def ready(self, participant: Participant) -> None:
-        participant.state = "ready"
-        self.bus.publish("participant.ready", name=participant.name)
-
-    def resumed(self, conn: ClientConnection, name: str) -> Participant:
-        """A participant is back after the kexec. The reporting connection now stands for
-        it (so its disconnect is noticed and a later barrier does not wait on a ghost)."""
-        participant = self.participants.get(name)
-        if participant is None or (participant.uid != conn.caller.uid and not conn.caller.root):
-            participant = Participant(name, conn.caller.uid, [], conn)
-            self.participants[name] = participant
-        participant.conn = conn
-        conn.participant = participant
-        participant.state = "resumed"
-        self.bus.publish("participant.resumed", name=name)
+    def resumed(self, conn: Member, name: str) -> Participant:
+        """A participant is back after the kexec: its resume time goes into the record,
+        and the last one to report completes the full blackout."""
+        participant = self.roster.adopt(conn, name)
         record = self.last_update
         if name in self._pending_resume and record is not None and self._freeze_at:
             record.setdefault("resume_ms", {})[name] = round(
@@ -204,70 +123,6 @@ class Orchestrator:
             )
         return participant
 
-    def ack(
-        self, conn: ClientConnection, update_id: int, phase: str, ok: bool, reason: str | None
-    ) -> None:
-        participant = conn.participant
-        if participant is None:
-            raise DaemonError(
-                "NotAParticipant", "register before acknowledging", errno=errno.EINVAL
-            )
-        barrier = self.barrier
-        if barrier is None or barrier.update_id != update_id or barrier.phase != phase:
-            raise DaemonError(
-                "NoSuchBarrier",
-                f"no {phase} of update {update_id} is waiting",
-                errno=errno.ENOENT,
-                obj=participant.name,
-            )
-        participant.state = f"{phase}d" if ok else f"refused {phase}"
-        barrier.answer(participant.name, ok, reason)
-
-    def disconnected(self, conn: ClientConnection) -> None:
-        participant = conn.participant
-        if participant is None or self.participants.get(participant.name) is not participant:
-            return
-        participant.conn = None
-        if self.barrier is not None:
-            self.barrier.lost(participant.name)
-        if participant.state not in ("resuming", "late"):
-            del self.participants[participant.name]
-            self.bus.publish("participant.gone", name=participant.name)
-
-    def blocking(self) -> list[dict[str, Any]]:
-        if self.barrier is None:
-            return []
-        return [
-            {"name": n, "waiting_for": self.barrier.phase} for n in sorted(self.barrier.waiting)
-        ]
-
-    async def _barrier(self, update_id: int, phase: str, deadline: float) -> None:
-        active = [p for p in self.participants.values() if p.conn is not None]
-        if not active:
-            return
-        barrier = Barrier(update_id, phase, {p.name for p in active})
-        self.barrier = barrier
-        self._status(f"waiting for {len(active)} participant(s) to {phase}")
-        try:
-            for p in active:
-                p.state = f"{phase} requested"
-                assert p.conn is not None
-                p.conn.send_event_nowait(phase, update_id=update_id, phase=phase, deadline=deadline)
-            with trio.move_on_after(deadline):
-                await barrier.done.wait()
-        finally:
-            self.barrier = None
-        if barrier.failure is not None:
-            raise barrier.failure
-        if barrier.waiting:
-            names = ", ".join(sorted(barrier.waiting))
-            raise DaemonError(
-                "ParticipantTimeout",
-                f"participant(s) {names} did not acknowledge {phase} within {deadline:g} s",
-                errno=errno.ETIMEDOUT,
-                obj=names,
-            )
-
     # -- the update -----------------------------------------------------------------------
 
     def _cancel_quietly(self, update_id: int | None = None) -> list[dict[str, Any]]:
@@ -278,12 +133,11 @@ class Orchestrator:
         if luo is not None and luo.state in (LuoState.PREPARED, LuoState.FROZEN):
             kernel.cancel()
         if luo is not None:
-            rollback = [wire_error(e) for e in luo.rollback_errors]
+            rollback = [error_json(e) for e in luo.rollback_errors]
             luo.rollback_errors = []
-        for p in self.participants.values():
-            if p.conn is not None:
-                p.state = "ready"
-                p.conn.send_event_nowait("cancel", update_id=update_id, reason="update cancelled")
+        for p in self.roster.connected():
+            p.state = "ready"
+        self.roster.tell("cancel", update_id=update_id, reason="update cancelled")
         return rollback
 
     def _cancelled(self, update_id: int, target: str, exc: BaseException) -> None:
@@ -291,7 +145,7 @@ class Orchestrator:
         rollback = self._cancel_quietly(update_id)
         if not isinstance(exc, Exception):
             return  # the daemon is being cancelled itself: nothing to report
-        error = wire_error(exc)
+        error = error_json(exc)
         self.last_cancel = {
             "update_id": update_id,
             "target": target,
@@ -343,10 +197,10 @@ class Orchestrator:
             phase_done("load", t)
             t = time.perf_counter()
             self._hit("update.check", image.release)
-            report = host.check(image)
+            report = compat.check(host.kernel, image)
             phase_done("check", t)
             if not report["compatible"] and not force:
-                raise self._incompatible(report)
+                raise compat.refusal(report)
         except BaseException as exc:
             # Nothing was prepared: staging the image was the only change.
             host.kernel.loaded = previous_loaded
@@ -357,14 +211,14 @@ class Orchestrator:
             self._status(f"update {update_id}: prepare")
             host.prepare()
             self._hit("update.prepare-barrier", image.release)
-            await self._barrier(update_id, "prepare", deadline)
+            await self.roster.wait_for_all(update_id, "prepare", deadline)
             phase_done("prepare", t)
             self.clock.tick()
             self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
             self._hit("update.freeze-barrier", image.release)
-            await self._barrier(update_id, "freeze", deadline)
+            await self.roster.wait_for_all(update_id, "freeze", deadline)
             host.kernel.freeze()
             self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)
@@ -401,18 +255,6 @@ class Orchestrator:
                 participant.state = "late"
             self.bus.publish("participant.late", update_id=update_id, name=name)
         self._on_record(record)
-
-    def _incompatible(self, report: dict[str, Any]) -> DaemonError:
-        first = report["problems"][0]
-        where = (
-            f" (session {first['session']!r}, token {first['token']:#x})"
-            if first.get("session")
-            else ""
-        )
-        return incompatible(
-            f"{report['target']} cannot read {first['format']}{where}: {first['reason']}",
-            report["target"],
-        )
 
     async def kexec(
         self, target: str | None, *, force: bool, requester: object = None
@@ -465,9 +307,8 @@ class Orchestrator:
         handed_over = sorted(host.luo.outgoing)
         self._status(f"update {update_id}: kexec into {image.release}")
         self.bus.publish("kexec", update_id=update_id, target=image.release)
-        for p in self.participants.values():
-            if p.conn is not None:  # queued before the drop, which flushes it
-                p.conn.send_event_nowait("kexec", update_id=update_id, target=image.release)
+        # queued before the drop, which flushes it
+        self.roster.tell("kexec", update_id=update_id, target=image.release)
         resuming = {p.name: p.uid for p in self.participants.values()}
         self._on_kexec(self._requester)  # userspace dies: participants, fd holders
         await trio.lowlevel.checkpoint()
@@ -497,7 +338,7 @@ class Orchestrator:
         # The new kernel's own list: it grows as retrieve and finish find damage (holding
         # the list, not the kernel, so a later cold boot's garbage is not kept alive).
         self._kernel_damage_list = new.luo.damage if new.luo is not None else []
-        self._boot_damage = host.boot_damage(handed_over)
+        self._boot_damage = boot_damage(host, handed_over)
         record = {
             "update_id": update_id,
             "from": start_release,

@@ -10,6 +10,8 @@ Modules, bottom up:
 * `framing`     u32 length prefix + one hardened CBOR item; the data model
 * `messages`    the six envelopes (attrs classes)
 * `convert`     the one strict cattrs converter; `MethodRegistry` for request parameters
+* `method_table`, `methods`, `plans`  the method table: every method's params, fds,
+  waiting and access; the objects and plans `object.create` and `apply` take
 * `connection`  the sans-IO state machine (h11-style `receive_data`/`next_event`/`send`)
 * `fdpass`      SCM_RIGHTS and SO_PEERCRED with the stdlib
 * `client`      the blocking client (`luoctl`)

@@ -1,10 +1,10 @@
 """The request methods luod serves, and their parameters: the API contract.
 
-One attrs class per method, registered in `METHODS`; the daemon structures every request's
-`params` with the one strict converter (unknown keys, missing keys and wrong types are
-refused with `luod.BadParams` naming the field). Clients send plain maps with these keys.
-Results are maps documented on each class (`Result:`); the fds column says how many file
-descriptors travel with the request or the reply.
+One attrs class per method, registered in `METHODS` (`luod.ipc.method_table`) with who may
+call it (`access`), the fds it carries and whether it waits: the one table the dispatcher,
+luoctl's commands and the docs derive from. Requests' `params` are structured by the one
+strict converter (unknown or missing keys and wrong types: `luod.BadParams` naming the
+field). Results are maps documented on each class (`Result:`).
 
 Tokens are u64 integers. Sizes are byte counts. A TARGET is a bundled release string or
 the path of an image file readable by the daemon.
@@ -16,31 +16,31 @@ from typing import Literal
 
 import attrs
 
-from luod.ipc.convert import MethodRegistry
+from luod.ipc.method_table import MethodTable
+from luod.ipc.plans import ObjectSpec, Plan
 
-METHODS = MethodRegistry()
+METHODS = MethodTable()
 
 Direction = Literal["outgoing", "incoming"]
 
 
-@METHODS.method("status")
+@METHODS.method("status", access="anyone")
 @attrs.frozen
 class Status:
     """Result: state, kernel {release, liveupdate_number, boot}, loaded, sessions,
     participants, blocking, last_update, last_cancel, machine {ram, resident}.
-    `last_update.damage` lists what the last update's kernel could not restore
-    ([{session, token, step, error}], kept current); `last_cancel` is the last update
-    cancelled before its kexec: {update_id, target, error (the first cause), rollback}.
-    An incoming session's files carry `error`: why their retrieve failed."""
+    `last_update.damage`: what its kernel could not restore ([{session, token, step,
+    error}], kept current); `last_cancel`: the last update cancelled before its kexec
+    {update_id, target, error (the first cause), rollback}; incoming files' `error`."""
 
 
-@METHODS.method("kernel.list")
+@METHODS.method("kernel.list", access="anyone")
 @attrs.frozen
 class KernelList:
     """Result: {images: [{release, summary, reads, profiles}]}, oldest first."""
 
 
-@METHODS.method("kernel.show")
+@METHODS.method("kernel.show", access="anyone")
 @attrs.frozen
 class KernelShow:
     """Result: one image: {release, summary, reads, profiles, write, source}."""
@@ -48,20 +48,19 @@ class KernelShow:
     target: str
 
 
-@METHODS.method("kernel.matrix")
+@METHODS.method("kernel.matrix", access="anyone")
 @attrs.frozen
 class KernelMatrix:
     """Which ordered pairs of kernels can update into each other, per object type: the
     bundled releases (default write switches) plus `targets` (releases or image files).
-    Result: {releases, types, pairs: [{from, to, compatible, refused: [TYPE], types:
-    {TYPE: {format, formats, writes, reason}}}]}; a pair is compatible when every type its
-    source writes goes through (`writes` false: not applicable); `refused` lists the
-    others."""
+    Result: {releases, types, pairs: [{from, to, compatible, refused: [TYPE], types: {TYPE:
+    {format, formats, writes, reason}}}]}; compatible: every type the source writes goes
+    through (`writes` false: not applicable); `refused` lists the others."""
 
     targets: list[str] = attrs.field(factory=list)
 
 
-@METHODS.method("kernel.write")
+@METHODS.method("kernel.write", access="admin")
 @attrs.frozen
 class KernelWrite:
     """Flip the running kernel's write switch for one format. Result: {format, enabled}."""
@@ -70,7 +69,7 @@ class KernelWrite:
     enabled: bool
 
 
-@METHODS.method("load")
+@METHODS.method("load", access="admin")
 @attrs.frozen
 class Load:
     """Stage the next kernel (refused after prepare). Result: {loaded, compatible,
@@ -80,7 +79,7 @@ class Load:
     force: bool = False
 
 
-@METHODS.method("check")
+@METHODS.method("check", access="anyone")
 @attrs.frozen
 class Check:
     """Result: {compatible, target, problems: [{format, reason, session, token, type}],
@@ -89,7 +88,7 @@ class Check:
     target: str
 
 
-@METHODS.method("session.create")
+@METHODS.method("session.create", access="owner")
 @attrs.frozen
 class SessionCreate:
     """A new outgoing session owned by the caller's uid. Result: a session object."""
@@ -97,13 +96,13 @@ class SessionCreate:
     name: str
 
 
-@METHODS.method("session.list")
+@METHODS.method("session.list", access="owner")
 @attrs.frozen
 class SessionList:
     """Result: {sessions: [session objects]} the caller may see (root sees all)."""
 
 
-@METHODS.method("session.show")
+@METHODS.method("session.show", access="owner")
 @attrs.frozen
 class SessionShow:
     """Result: one session object. With no direction, outgoing is looked up first."""
@@ -112,7 +111,7 @@ class SessionShow:
     direction: Direction | None = None
 
 
-@METHODS.method("session.close")
+@METHODS.method("session.close", access="owner")
 @attrs.frozen
 class SessionClose:
     """Outgoing: unpreserve every file newest first and drop the session. Result: {}."""
@@ -120,7 +119,7 @@ class SessionClose:
     name: str
 
 
-@METHODS.method("session.retrieve")
+@METHODS.method("session.retrieve", access="owner")
 @attrs.frozen
 class SessionRetrieve:
     """Incoming: claim the session (once). Result: a session object."""
@@ -128,7 +127,7 @@ class SessionRetrieve:
     name: str
 
 
-@METHODS.method("session.finish")
+@METHODS.method("session.finish", access="owner")
 @attrs.frozen
 class SessionFinish:
     """Incoming: finish it; never-retrieved files are discarded. Result: {}."""
@@ -136,13 +135,14 @@ class SessionFinish:
     name: str
 
 
-@METHODS.method("memfd.preserve")
+@METHODS.method("memfd.preserve", access="owner", fds_in=(1, 1))
 @attrs.frozen
 class MemfdPreserve:
     """fds in: 1 (a regular file or a memfd; its bytes are copied). The daemon makes an
     emulated memfd with the copy (`size` truncates or extends it; default the source's
     size; a source memfd's seals are copied too), adds `seals`, and preserves it.
-    Result: {token, size, seals}."""
+    `page_size` 2 MiB or 1 GiB makes a hugetlb memfd from the daemon's pools (anything but
+    those and 4096 is luod.BadPageSize). Result: {token, size, seals, type}."""
 
     session: str
     token: int
@@ -152,7 +152,7 @@ class MemfdPreserve:
     page_size: int = 4096
 
 
-@METHODS.method("memfd.retrieve")
+@METHODS.method("memfd.retrieve", access="owner", fds_out=1)
 @attrs.frozen
 class MemfdRetrieve:
     """fds out: 1 (a new real memfd holding a copy of the retrieved bytes, sealed like the
@@ -162,7 +162,7 @@ class MemfdRetrieve:
     token: int
 
 
-@METHODS.method("file.unpreserve")
+@METHODS.method("file.unpreserve", access="owner")
 @attrs.frozen
 class FileUnpreserve:
     """Outgoing: unpreserve one file (refused while others depend on it). Result: {}."""
@@ -171,7 +171,7 @@ class FileUnpreserve:
     token: int
 
 
-@METHODS.method("file.retrieve")
+@METHODS.method("file.retrieve", access="owner")
 @attrs.frozen
 class FileRetrieve:
     """Incoming: retrieve any file type. Result: {token, type, format}."""
@@ -180,31 +180,31 @@ class FileRetrieve:
     token: int
 
 
-@METHODS.method("prepare")
+@METHODS.method("prepare", access="admin")
 @attrs.frozen
 class Prepare:
     """Result: {state, target, formats}."""
 
 
-@METHODS.method("freeze")
+@METHODS.method("freeze", access="admin")
 @attrs.frozen
 class Freeze:
     """Result: {state}."""
 
 
-@METHODS.method("cancel")
+@METHODS.method("cancel", access="admin")
 @attrs.frozen
 class Cancel:
     """Result: {state}."""
 
 
-@METHODS.method("finish")
+@METHODS.method("finish", access="admin")
 @attrs.frozen
 class Finish:
     """Finish every incoming session. Result: {state}."""
 
 
-@METHODS.method("kexec")
+@METHODS.method("kexec", access="admin", waits=True)
 @attrs.frozen
 class Kexec:
     """From FROZEN into the loaded (or given) image; `force` skips the compatibility
@@ -214,7 +214,7 @@ class Kexec:
     force: bool = False
 
 
-@METHODS.method("update")
+@METHODS.method("update", access="admin", waits=True)
 @attrs.frozen
 class Update:
     """load, check, prepare, freeze, kexec in one go, with the participants' barrier;
@@ -228,7 +228,7 @@ class Update:
     force: bool = False
 
 
-@METHODS.method("boot.cold")
+@METHODS.method("boot.cold", access="admin")
 @attrs.frozen
 class BootCold:
     """Power-cycle the machine: all memory lost. Result: {release}."""
@@ -236,13 +236,13 @@ class BootCold:
     target: str | None = None
 
 
-@METHODS.method("events.subscribe")
+@METHODS.method("events.subscribe", access="anyone")
 @attrs.frozen
 class EventsSubscribe:
     """Start receiving `event` messages on this connection. Result: {subscribed: true}."""
 
 
-@METHODS.method("participant.register")
+@METHODS.method("participant.register", access="owner")
 @attrs.frozen
 class ParticipantRegister:
     """Take part in updates: the daemon sends prepare/freeze events with an update_id and
@@ -252,13 +252,13 @@ class ParticipantRegister:
     sessions: list[str] = attrs.field(factory=list)
 
 
-@METHODS.method("participant.ready")
+@METHODS.method("participant.ready", access="owner")
 @attrs.frozen
 class ParticipantReady:
     """The participant has preserved what it needs. Result: {}."""
 
 
-@METHODS.method("participant.resumed")
+@METHODS.method("participant.resumed", access="owner")
 @attrs.frozen
 class ParticipantResumed:
     """After a kexec: the participant has retrieved and resumed. Result: {}."""
@@ -266,7 +266,7 @@ class ParticipantResumed:
     name: str
 
 
-@METHODS.method("participant.ack")
+@METHODS.method("participant.ack", access="owner")
 @attrs.frozen
 class ParticipantAck:
     """Answer to a prepare or freeze event. `ok` false (a NAK) cancels the update."""
@@ -277,40 +277,10 @@ class ParticipantAck:
     reason: str | None = None
 
 
-# -- objects: emulated files held by luod for their owner, created before preservation ------
-
-ObjectType = Literal["memfd", "iommufd", "vfio-pci", "kvm-vm", "guest_memfd"]
+# -- objects (`luod.ipc.plans`): emulated files luod holds for their owner ------------------
 
 
-@attrs.frozen
-class IommuMap:
-    """One memfd mapped into an iommufd's IOAS: at `iova` (default: after the previous)."""
-
-    memfd: str
-    iova: int | None = None
-
-
-@attrs.frozen
-class ObjectSpec:
-    """One object of a plan or of `object.create`. Which fields apply depends on `type`:
-    memfd: size, page_size (4096, 2M or 1G: 2M and 1G take huge pages from the hugetlb
-    pools); iommufd: maps; vfio-pci: iommufd, bdf, irq; kvm-vm: vm_type; guest_memfd: vm,
-    size. `token` is used by `apply` only."""
-
-    name: str
-    type: ObjectType
-    token: int | None = None
-    size: int | None = None
-    page_size: int = 4096
-    maps: list[IommuMap] = attrs.field(factory=list)
-    iommufd: str | None = None
-    bdf: str | None = None
-    irq: bool = False
-    vm: str | None = None
-    vm_type: int = 0
-
-
-@METHODS.method("object.create")
+@METHODS.method("object.create", access="owner", fds_in=(0, 1))
 @attrs.frozen
 class ObjectCreate:
     """fds in: 0 or 1 (for memfd and guest_memfd: initial bytes, copied). Creates an
@@ -319,7 +289,7 @@ class ObjectCreate:
     object: ObjectSpec
 
 
-@METHODS.method("object.preserve")
+@METHODS.method("object.preserve", access="owner")
 @attrs.frozen
 class ObjectPreserve:
     """Preserve a created object in an outgoing session. The daemon first checks that
@@ -331,13 +301,13 @@ class ObjectPreserve:
     name: str
 
 
-@METHODS.method("object.list")
+@METHODS.method("object.list", access="owner")
 @attrs.frozen
 class ObjectList:
     """Result: {objects: [{name, type, preserved: {session, token} | null, depends_on}]}."""
 
 
-@METHODS.method("object.close")
+@METHODS.method("object.close", access="owner")
 @attrs.frozen
 class ObjectClose:
     """Drop the caller's handle on an object (preserved ones live on in their session)."""
@@ -345,18 +315,7 @@ class ObjectClose:
     name: str
 
 
-@attrs.frozen
-class PlanSession:
-    name: str
-    object: list[ObjectSpec] = attrs.field(factory=list)
-
-
-@attrs.frozen
-class Plan:
-    session: list[PlanSession] = attrs.field(factory=list)
-
-
-@METHODS.method("apply")
+@METHODS.method("apply", access="owner")
 @attrs.frozen
 class Apply:
     """Create every object of the plan (references resolved by name, any order), then
@@ -367,7 +326,7 @@ class Apply:
     plan: Plan
 
 
-@METHODS.method("file.reclaim")
+@METHODS.method("file.reclaim", access="owner")
 @attrs.frozen
 class FileReclaim:
     """Incoming iommufd: re-create its IOAS mappings from the retrieved memfds and have the
@@ -378,7 +337,7 @@ class FileReclaim:
     token: int
 
 
-@METHODS.method("device.set")
+@METHODS.method("device.set", access="owner")
 @attrs.frozen
 class DeviceSet:
     """A PCI device's state: interrupts on or off, power state. Result: the device."""
@@ -388,7 +347,7 @@ class DeviceSet:
     power: Literal["D0", "D3hot"] | None = None
 
 
-@METHODS.method("device.dma")
+@METHODS.method("device.dma", access="owner")
 @attrs.frozen
 class DeviceDma:
     """Start (or stop, with length 0) a device's DMA engine writing a verifiable pattern
@@ -401,7 +360,7 @@ class DeviceDma:
     rate: int = 1_000_000
 
 
-@METHODS.method("device.show")
+@METHODS.method("device.show", access="anyone")
 @attrs.frozen
 class DeviceShow:
     """Result: {bdf, power, irq, dma: {writes, faults, writes_during_blackout, ...}}."""
@@ -409,12 +368,11 @@ class DeviceShow:
     bdf: str
 
 
-# -- fault injection: admin requests, refused (luod.FaultsDisabled, EPERM) unless luod was
-# started with --enable-faults; root or the daemon's own uid only. The points and what a
-# fault at each does: `fault.list`, and luod/kernel_model/faults.py. ------------------------
+# -- fault injection: refused (luod.FaultsDisabled) unless luod runs with --enable-faults;
+# the points and what a fault at each does: `fault.list`, luod/kernel_model/faults.py. ----
 
 
-@METHODS.method("fault.arm")
+@METHODS.method("fault.arm", access="admin")
 @attrs.frozen
 class FaultArm:
     """Arm a named fault point: it fires `count` times (null: every time until cleared) at
@@ -428,14 +386,14 @@ class FaultArm:
     match: str | None = None
 
 
-@METHODS.method("fault.list")
+@METHODS.method("fault.list", access="admin")
 @attrs.frozen
 class FaultList:
     """Result: {enabled, points: [{point, layer, after_kexec, description, consequence,
     armed: [arm]}], armed: [arm], fired: [{point, subject}] (the last 100)}."""
 
 
-@METHODS.method("fault.clear")
+@METHODS.method("fault.clear", access="admin")
 @attrs.frozen
 class FaultClear:
     """Disarm one point, or every point when `point` is null. Result: {cleared: N}."""

@@ -12,9 +12,10 @@ import attrs
 import pytest
 import trio
 
+from luod.daemon.core import Daemon
 from luod.daemon.host import Host
 from luod.daemon.listener import open_unix_listener
-from luod.daemon.server import Daemon, serve
+from luod.daemon.service import serve
 from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.images import default_image
 from luod.kernel_model.kernel import BootConfig
@@ -33,10 +34,13 @@ AsyncContextManagerClient = object  # the type of open_client(...): an async con
 
 
 @asynccontextmanager
-async def running_luod(directory: Path, **options: Any) -> AsyncIterator[Running]:
-    """A daemon serving `directory/luod.sock` for the duration of the block; `options` go
-    to `Daemon` (faults_enabled, event_capacity, drop_grace)."""
-    host = Host(ram=8 << 30, image=default_image(), config=BootConfig())
+async def running_luod(
+    directory: Path, config: BootConfig | None = None, **options: Any
+) -> AsyncIterator[Running]:
+    """A daemon serving `directory/luod.sock` for the duration of the block, booted with
+    `config` (default: no hugetlb pools); `options` go to `Daemon` (faults_enabled,
+    event_capacity, drop_grace)."""
+    host = Host(ram=8 << 30, image=default_image(), config=config or BootConfig())
     listener = await open_unix_listener(directory / "luod.sock")
     try:
         daemon = Daemon(host, **options)

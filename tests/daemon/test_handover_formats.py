@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from luod.daemon.host import OWNERS_SESSION, Caller, Host
+from luod.daemon.host import Host
+from luod.daemon.owners import OWNERS_SESSION, Caller
 from luod.hw.memory import PAGE_SIZE
-from luod.ipc.methods import IommuMap, ObjectSpec, Plan, PlanSession
+from luod.ipc.plans import IommuMap, ObjectSpec, Plan, PlanSession
 from luod.kernel_model.fdt import decode_fdt
 from luod.kernel_model.images import resolve
 from luod.kernel_model.kernel import BootConfig

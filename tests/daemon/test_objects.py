@@ -4,16 +4,18 @@ release everything on the first violation."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from luod.daemon.errors import wire_error
+from luod.daemon.errors import error_json
 from luod.ipc.errors import RemoteError
 from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.errors import BadPageSize
+from luod.kernel_model.kernel import BootConfig
 
-from .conftest import Running
+from .conftest import Running, running_luod
 
 
 def vm_plan(order: list[str]) -> dict[str, Any]:
@@ -92,7 +94,7 @@ async def test_bad_references_and_page_sizes(luod: Running) -> None:
 
 def test_the_kernels_bad_page_size_travels_as_luod_bad_page_size() -> None:
     message = "memfd 'x': page size 8192 is not 4K, 2M or 1G"
-    assert wire_error(BadPageSize(message, obj="x")) == {
+    assert error_json(BadPageSize(message, obj="x")) == {
         "name": "luod.BadPageSize",
         "errno": "EINVAL",
         "message": message,
@@ -114,3 +116,26 @@ async def test_memfd_object_with_data_survives_an_update(luod: Running) -> None:
         reply = await ctl.call("memfd.retrieve", {"session": "s", "token": 9})
         assert os.pread(reply.fds[0], 1100, 0) == b"object data" * 100
         os.close(reply.fds[0])
+
+
+async def test_memfd_preserve_page_sizes_are_the_kernels_to_judge(tmp_path: Path) -> None:
+    """2 MiB pages make a hugetlb memfd from the pool; an unknown size is the kernel's
+    BadPageSize, not a daemon rule."""
+    fd = os.memfd_create("t", os.MFD_CLOEXEC)
+    pools = BootConfig(hugetlb=((2 << 20, 4),))
+    try:
+        os.write(fd, b"huge" * 1024)
+        os.ftruncate(fd, 2 << 20)
+        async with running_luod(tmp_path, pools) as luod, open_client(str(luod.path), "c") as c:
+            await c.call("session.create", {"name": "s"})
+            params = {"session": "s", "token": 1, "page_size": 2 << 20}
+            result = (await c.call("memfd.preserve", params, fds=[fd])).result
+            assert result["type"] == "memfd-hugetlb" and result["size"] == 2 << 20
+            with pytest.raises(RemoteError) as info:
+                await c.call("memfd.preserve", {**params, "token": 2, "page_size": 8192}, fds=[fd])
+            assert info.value.info.name == "luod.BadPageSize"
+            assert info.value.info.errno == "EINVAL"
+            session = (await c.call("session.show", {"name": "s"})).result
+            assert [f["type"] for f in session["files"]] == ["memfd-hugetlb"]
+    finally:
+        os.close(fd)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from luod.daemon.host import Caller
+from luod.daemon.owners import Caller
 from luod.ipc.errors import RemoteError
 from luod.ipc.trio_client import open_client
 

@@ -1,0 +1,59 @@
+"""The emulated machine's PCI devices as clients see them: lookup by BDF and their state.
+
+The `device.*` methods read and drive devices through here; a device's DMA engine is
+verified on every look, and a window that no longer translates is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from luod.daemon.errors import DaemonError
+from luod.hw.dma import RingCheck
+from luod.hw.iommu import IommuFault
+from luod.hw.machine import Machine
+from luod.hw.pci import PciDevice
+
+
+def device(machine: Machine, bdf: str) -> PciDevice:
+    """The PCI device at `bdf`, or `luod.NoSuchDevice` (ENOENT)."""
+    try:
+        return machine.pci[bdf]
+    except (KeyError, ValueError):
+        raise DaemonError(
+            "NoSuchDevice",
+            f"no PCI device at {bdf} (luod --pci N plugs in N devices)",
+            errno=errno.ENOENT,
+            obj=bdf,
+        ) from None
+
+
+def device_object(machine: Machine, bdf: str) -> dict[str, Any]:
+    """A device as `device.show` reports it: power, interrupts, its IOMMU domain and its
+    DMA engine's counters and ring check."""
+    dev = device(machine, bdf)
+    dma = dev.dma
+    check: RingCheck | None = None
+    ring_error = None
+    if dma.window is not None:
+        try:
+            check = dma.verify()
+        except IommuFault as exc:  # the window no longer translates: say so, do not fail
+            ring_error = str(exc)
+    return {
+        "bdf": dev.bdf,
+        "power": dev.power.value,
+        "irq": dev.interrupts_enabled,
+        "iommu_domain": machine.iommu.root_of(dev.bdf),
+        "dma": {
+            "running": dma.running,
+            "window": None if dma.window is None else [dma.window.iova, dma.window.length],
+            "issued": dma.issued,
+            "writes": dma.writes,
+            "faults": dma.faults,
+            "ring_ok": None if check is None else check.ok,
+            "ring_consistent": None if check is None else check.consistent,
+            "ring_error": ring_error,
+        },
+    }

@@ -1,0 +1,123 @@
+"""The bridge between real file descriptors and emulated memfds: bytes cross by copy.
+
+Clients never hold the backing of an emulated memfd (DESIGN.md): a real fd's bytes are
+copied into a new emulated memfd (`check_source`, `source_seals`, `fill`), and a retrieved
+emulated memfd is copied out into a new real memfd (`to_real_memfd`). Both directions copy
+only the bytes that exist, so a sparse terabyte costs what was written: holes of the
+source stay holes, and only frames that hold data in emulated RAM are read back.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+
+from luod.daemon.errors import DaemonError
+from luod.kernel_model.memfd.file import MemfdFile
+from luod.kernel_model.memfd.seals import Seal
+
+COPY_CHUNK = 8 << 20
+SEAL_BITS = {
+    "seal": fcntl.F_SEAL_SEAL,
+    "shrink": fcntl.F_SEAL_SHRINK,
+    "grow": fcntl.F_SEAL_GROW,
+    "write": fcntl.F_SEAL_WRITE,
+    "future_write": getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x10),
+    "exec": getattr(fcntl, "F_SEAL_EXEC", 0x20),
+}
+
+
+def is_memfd(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
+    except OSError:
+        return False
+
+
+def check_source(source: int, obj: str) -> None:
+    """A memfd's bytes come from a regular file or a memfd, nothing else."""
+    if not stat.S_ISREG(os.fstat(source).st_mode):
+        raise DaemonError(
+            "BadSource",
+            "the memfd source must be a regular file or a memfd",
+            errno=errno.EINVAL,
+            obj=obj,
+        )
+
+
+def source_seals(source: int) -> Seal:
+    """The content seals of a source memfd, which travel with the copy (none for a file).
+    SEAL itself does not: Linux reports it for every memfd made without
+    MFD_ALLOW_SEALING; ask for it explicitly."""
+    if not is_memfd(source):
+        return Seal(0)
+    return Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
+
+
+def copy_fd_into(
+    memfd: MemfdFile, source: int, length: int | None, chunk: int = COPY_CHUNK
+) -> None:
+    """Copy a real fd's data extents (holes stay holes) into an emulated memfd, which
+    ends up `length` bytes long (default: the source's size). It is sized before the first
+    write, in one step: a hugetlb memfd only takes whole huge pages."""
+    size = os.fstat(source).st_size
+    end = size if length is None else min(size, length)
+    final = size if length is None else length
+    if memfd.size < final:
+        memfd.truncate(final)
+    offset = 0
+    while offset < end:
+        try:
+            lo = os.lseek(source, offset, os.SEEK_DATA)
+            hi = min(os.lseek(source, lo, os.SEEK_HOLE), end)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break
+            lo, hi = offset, end
+        if lo >= end:
+            break
+        for at in range(lo, hi, chunk):
+            data = os.pread(source, min(chunk, hi - at), at)
+            if data.strip(b"\0"):
+                memfd.write(at, data)
+        offset = hi
+
+
+def fill(memfd: MemfdFile, source: int, size: int | None, seals: Seal) -> None:
+    """Make `memfd` a copy of `source` (truncated or extended to `size` if given), sealed
+    with `seals`."""
+    copy_fd_into(memfd, source, size)
+    if size is not None:
+        memfd.truncate(size)
+    if seals:
+        memfd.add_seals(seals)
+
+
+def copy_out(file: MemfdFile, fd: int) -> None:
+    """Copy only the bytes that exist (`MemfdFile.data_ranges`): a hole, a folio never
+    written or a page a kexec lost reads zero in the new memfd anyway."""
+    for offset, length in file.data_ranges():
+        end = offset + length
+        for at in range(offset, end, COPY_CHUNK):
+            os.pwrite(fd, file.read(at, min(COPY_CHUNK, end - at)), at)
+
+
+def to_real_memfd(file: MemfdFile, name: str) -> int:
+    """A new real memfd (returned open) holding a copy of `file`, sealed like it and
+    positioned at its pos."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, file.size)
+        copy_out(file, fd)
+        bits = 0
+        for seal in file.seals.names():
+            bits |= SEAL_BITS[seal]
+        if bits:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, bits)
+        os.lseek(fd, file.pos, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

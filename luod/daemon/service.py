@@ -1,0 +1,71 @@
+"""The trio service: accept connections and run each one against the daemon.
+
+`serve(daemon, listener, task_status=...)` is what `nursery.start` waits for: it reports
+started once the listener accepts. Each accepted stream becomes a `ClientConnection`
+whose requests go through the one `Dispatcher` (built here, at start-up, from the method
+groups of `luod.daemon.api`, and checked against the method table then). The peer's
+uid/pid come from SO_PEERCRED. When a connection ends, the orchestrator learns of it (a
+participant that vanishes during an update cancels it) and its event subscription ends.
+"""
+
+from __future__ import annotations
+
+import os
+
+import structlog
+import trio
+
+from luod.daemon.api import GROUPS
+from luod.daemon.connection import ClientConnection
+from luod.daemon.core import Daemon
+from luod.daemon.dispatch import Dispatcher
+from luod.daemon.owners import Caller
+from luod.ipc.connection import Connection, Role
+from luod.ipc.trio_stream import FramedStream
+
+log = structlog.get_logger("luod.server")
+
+
+async def handle_stream(daemon: Daemon, dispatch: Dispatcher, stream: trio.SocketStream) -> None:
+    """Run one client connection until it ends."""
+    framed = FramedStream(stream, Connection(Role.SERVER))
+    try:
+        creds = framed.peer_credentials()
+        caller = Caller(uid=creds.uid, pid=creds.pid)
+    except (RuntimeError, OSError):
+        caller = Caller(uid=os.getuid())
+    conn = ClientConnection(daemon, framed, caller, next(daemon.ids), dispatch)
+    daemon.connections[conn.id] = conn
+    with structlog.contextvars.bound_contextvars(
+        conn=conn.id, peer_uid=caller.uid, peer_pid=caller.pid
+    ):
+        log.debug("connection_open")
+        try:
+            await conn.run()
+        finally:
+            daemon.connections.pop(conn.id, None)
+            daemon.orchestrator.roster.disconnected(conn)
+            if conn.subscriber is not None:
+                conn.subscriber.close()
+            with trio.CancelScope(shield=True):
+                await framed.aclose()
+            log.debug("connection_closed", requests=conn.requests)
+
+
+async def serve(
+    daemon: Daemon,
+    listener: trio.SocketListener,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve connections until cancelled."""
+    dispatch = Dispatcher(GROUPS)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await handle_stream(daemon, dispatch, stream)
+
+    async with trio.open_nursery() as nursery:
+        daemon.nursery = daemon.orchestrator.nursery = nursery
+        nursery.start_soon(daemon.clock.run)
+        task_status.started()
+        await trio.serve_listeners(handle, [listener], handler_nursery=nursery)
