@@ -20,8 +20,8 @@ from collections.abc import Callable
 import trio
 
 from luod import __version__
+from luod.ipc.async_client import open_client
 from luod.ipc.errors import ProtocolError, RemoteError
-from luod.ipc.trio_client import open_client
 from luod.units import parse_size
 from luod_vmm.errors import ExitCode, VmmError, exit_code_for
 from luod_vmm.options import (

@@ -38,12 +38,13 @@ from luod.daemon.orchestrator import Orchestrator, Participant
 from luod.daemon.records import RunRecords
 from luod.hw.pci import PowerState
 from luod.ipc import methods as m
-from luod.ipc.connection import CLOSED, Connection, Role
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import CLOSED, Connection
 from luod.ipc.errors import ConnectionLost, ProtocolError, RemoteProtocolError
 from luod.ipc.fdpass import close_fds
 from luod.ipc.messages import ErrorReply, Event, Reply, Request
 from luod.ipc.methods import METHODS
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.state import Role
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.faults import Fired
 

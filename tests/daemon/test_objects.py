@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import TrioClient, open_client
 
 from .conftest import Running
 

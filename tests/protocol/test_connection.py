@@ -8,15 +8,7 @@ import errno
 
 import pytest
 
-from luod.ipc.connection import (
-    CLOSED,
-    NEED_DATA,
-    Connection,
-    Role,
-    State,
-    error_info,
-    error_reply,
-)
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, error_info, error_reply
 from luod.ipc.errors import (
     ErrorInfo,
     LocalProtocolError,
@@ -24,6 +16,7 @@ from luod.ipc.errors import (
     RemoteProtocolError,
 )
 from luod.ipc.messages import ErrorReply, Event, Hello, Reply, Request, Welcome
+from luod.ipc.state import Role, State
 
 from .helpers import ConnectionPair, cbor_frame, hello_item
 
