@@ -18,10 +18,10 @@ from typing import Any, Final
 
 from luoctl.context import Context, Outcome
 from luoctl.events import events
-from luoctl.exitcodes import ExitCode
 from luoctl.memfd import memfd_preserve, memfd_retrieve
 from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.fdpass import close_fds
 
 __all__ = ["COMMANDS", "Command"]

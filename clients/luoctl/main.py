@@ -17,11 +17,11 @@ import sys
 from luoctl.cli import build_parser
 from luoctl.commands import COMMANDS
 from luoctl.context import Context, Outcome
-from luoctl.exitcodes import ExitCode
 from luoctl.failures import UsageError, classify, interrupted
 from luoctl.human import render
 from luoctl.link import DaemonLink
 from luoctl.output import Output
+from luod.cli.exitcodes import ExitCode
 
 __all__ = ["main"]
 
