@@ -2,9 +2,9 @@
 small modules that say what they own.
 
 Layers (DESIGN.md): `daemon -> kernel_model -> hw`, `daemon -> ipc`, `clients -> ipc`;
-`luod.errnos` and `luod.units` are shared by every layer, `luod.cli` by the clients. Every import counts, including
-those inside functions and under `TYPE_CHECKING`: a cycle hidden behind a lazy import is a
-cycle a reader still has to untangle.
+`luod.errnos` and `luod.units` are shared by every layer, `luod.cli` by the clients. Every
+import counts, including those inside functions and under `TYPE_CHECKING`: a cycle hidden
+behind a lazy import is a cycle a reader still has to untangle.
 """
 
 from __future__ import annotations
