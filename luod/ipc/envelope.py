@@ -223,7 +223,7 @@ def wire_message(message: Message) -> dict[str, object] | None:
     """The wire map of `message` if it is already in the data model, else None.
 
     The fast path of sending: the map is built by hand, in the converter's key order, and
-    returned only if it passes the data-model check (`framing.conforms`). A value that
+    returned only if it passes the data-model check (`datamodel.conforms`). A value that
     conforms is one the converter would leave unchanged, so this is exactly what
     `unstructure_message` would return, and it needs no second check before encoding.
     None (an enum or attrs instance in a result, say) means: use `unstructure_message`.
