@@ -86,13 +86,17 @@ class Connection:
         self.role = role
         self.max_frame = max_frame
         self._state = ConnectionState(role, supported_versions)
-        self.supported_versions = self._state.supported_versions
         self._decoder = FrameDecoder(max_frame, max_buffer)
         self._our_error: LocalProtocolError | None = None
         self._their_error: RemoteProtocolError | None = None
         self._fds = PendingFds()
 
     # --- inspection ----------------------------------------------------------------------
+
+    @property
+    def supported_versions(self) -> frozenset[int]:
+        """Versions a server accepts in `hello`."""
+        return self._state.supported_versions
 
     @property
     def our_state(self) -> State:
