@@ -40,8 +40,8 @@ from typing import Any
 import attrs
 import trio
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost, RemoteError
-from luod.ipc.trio_client import TrioClient, open_client
 
 BIN = Path(sys.executable).parent
 DATA_SIZE = 4096

@@ -5,9 +5,10 @@ is started once per shell command, so start-up time matters: importing it must n
 trio, numpy, structlog or cattrs (tests/unit/test_cli_scaffold.py checks the import
 graph); cattrs arrives with the first message, through the protocol's converter.
 
-Layout: `main` (the run), `cli` + `argtypes` (the command line), `commands`, `memfd`,
-`events`, `progress` (what each command does), `link` + `sockets` (the connection),
-`failures` + `exitcodes` (errors and exit statuses), `output`, `human*`, `table` (printing).
+Layout: `main` (the run), `cli` (the command line, with the argument types of
+`luod.cli.argtypes`), `commands`, `memfd`, `events`, `progress` (what each command does),
+`link` + `sockets` (the connection), `failures` (errors, with the exit statuses of
+`luod.cli.exitcodes`), `output`, `human*`, `table` (printing).
 """
 
 from __future__ import annotations

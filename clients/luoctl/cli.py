@@ -1,6 +1,6 @@
 """The `luoctl` argument parser: global options and one subparser per command of CLI.md.
 
-Owns names, flags, help texts and client-side validation (through `argtypes`), nothing
+Owns names, flags, help texts and client-side validation (through `luod.cli.argtypes`), nothing
 else: every leaf parser records its command key in `args.run` (the daemon method it maps
 to, e.g. `"session.create"`), and `commands.COMMANDS` maps the key to the code.
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from luoctl import argtypes
 from luoctl.failures import UsageError
 from luod import __version__
+from luod.cli import argtypes
 
 __all__ = ["Parser", "build_parser"]
 

@@ -24,11 +24,11 @@ from luoctl import human_machine as hm
 from luoctl import human_sessions as hs
 from luoctl.context import Context, Outcome
 from luoctl.events import events
-from luoctl.exitcodes import ExitCode
 from luoctl.human import Renderer, generic
 from luoctl.memfd import memfd_preserve, memfd_retrieve
 from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.fdpass import close_fds
 from luod.ipc.method_table import MethodSpec
 from luod.ipc.methods import METHODS

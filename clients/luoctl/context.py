@@ -12,9 +12,9 @@ from typing import Any
 
 import attrs
 
-from luoctl.exitcodes import ExitCode
 from luoctl.link import DaemonLink
 from luoctl.output import Output
+from luod.cli.exitcodes import ExitCode
 
 __all__ = ["Context", "Outcome"]
 

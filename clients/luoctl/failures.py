@@ -16,7 +16,7 @@ from typing import Final
 
 import attrs
 
-from luoctl.exitcodes import ExitCode
+from luod.cli.exitcodes import ExitCode
 from luod.errnos import errno_name
 from luod.ipc.errors import (
     ConnectionLost,

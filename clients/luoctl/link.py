@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from luoctl.exitcodes import ExitCode
 from luoctl.failures import CONNECTION_LOST, DAEMON_UNREACHABLE, TIMEOUT, CliError
 from luoctl.sockets import resolve_socket
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.client import Client, Reply
 from luod.ipc.errors import ConnectionLost, DaemonTimeout
 from luod.ipc.messages import Event

@@ -17,10 +17,10 @@ import sys
 from luoctl.cli import build_parser
 from luoctl.commands import COMMANDS, render
 from luoctl.context import Context, Outcome
-from luoctl.exitcodes import ExitCode
 from luoctl.failures import UsageError, classify, interrupted
 from luoctl.link import DaemonLink
 from luoctl.output import Output
+from luod.cli.exitcodes import ExitCode
 
 __all__ = ["main"]
 

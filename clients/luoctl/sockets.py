@@ -1,8 +1,8 @@
 """Where the daemon's socket is: `--socket`, else the default rule of CLI.md.
 
-This is the client's copy of `luod.daemon.listener.default_socket_path`. The daemon package
-imports trio, which `luoctl` must not load (it would triple its start-up time), so the
-three-line rule lives twice; keep the two in step.
+The rule itself is `luod.ipc.sockets.default_socket_path`, the one the daemon and luod-vmm
+use too (it is stdlib only, so luoctl's start-up stays cheap); this module adds `--socket`
+and turns "no rule applies" into luoctl's usage error.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Any
 
 import attrs
 
+from luod.ipc.async_client import TrioClient
 from luod.ipc.errors import ProtocolError, RemoteError
-from luod.ipc.trio_client import TrioClient
 from luod_vmm.errors import VmmError, refused
 from luod_vmm.guestmem import pattern_memfd
 from luod_vmm.layout import Layout, ObjectPlan

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 import trio
 
+from luod.ipc.async_client import TrioClient
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import TrioClient
 from luod_vmm.layout import DmaWindow
 from luod_vmm.report import DeviceCheck
 

@@ -1,33 +1,17 @@
-"""The exit statuses of `luod-vmm` and the one error type its commands raise.
+"""The one error type `luod-vmm`'s commands raise, and the exit status of any failure.
 
 Owned here so that every command reports failures the same way: one line on stderr and an
-exit status from `ExitCode`. The numbers are those of `luoctl` (CLI.md, "Exit codes"), so a
-script treats both tools alike; they are repeated rather than imported because the two
-clients do not depend on each other.
+exit status from `luod.cli.exitcodes.ExitCode`, the enum `luoctl` uses too, so a script
+treats both tools alike. luod-vmm exits 0 (run: the kexec happened or SIGTERM closed the
+session; resume: verified), 1, 2, 69, 77 or 130.
 """
 
 from __future__ import annotations
 
-import enum
-
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.errors import DaemonUnreachable, PermissionDenied, RemoteError
 
-__all__ = ["ExitCode", "VmmError", "exit_code_for", "refused"]
-
-
-class ExitCode(enum.IntEnum):
-    """How a `luod-vmm` run ended."""
-
-    OK = 0
-    """run: the kexec happened (or SIGTERM closed the session); resume: verified."""
-    FAILED = 1
-    """The daemon refused a request, the connection failed, or verification failed."""
-    USAGE = 2
-    """Bad command line."""
-    UNAVAILABLE = 69
-    """The daemon cannot be reached."""
-    NOPERM = 77
-    """The caller's credentials do not allow it."""
+__all__ = ["VmmError", "exit_code_for", "refused"]
 
 
 class VmmError(Exception):

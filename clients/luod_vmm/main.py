@@ -7,7 +7,7 @@ statuses.
 
 Owns parsing, the choice of streams (the ready line and resume's report on stdout, the
 event log and errors on stderr, one line each) and turning failures into exit statuses
-(`luod_vmm.errors.ExitCode`). The work is in `run` and `resume`.
+(`luod.cli.exitcodes.ExitCode`). The work is in `run` and `resume`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from collections.abc import Callable
 import trio
 
 from luod import __version__
+from luod.cli import argtypes
+from luod.cli.exitcodes import ExitCode
+from luod.ipc.async_client import open_client
 from luod.ipc.errors import ProtocolError, RemoteError
-from luod.ipc.trio_client import open_client
-from luod.units import parse_size
-from luod_vmm.errors import ExitCode, VmmError, exit_code_for
+from luod_vmm.errors import VmmError, exit_code_for
 from luod_vmm.options import (
     DEFAULT_DMA_RATE,
     MAX_DMA_RATE,
@@ -41,13 +42,6 @@ __all__ = ["build_parser", "main"]
 
 PROG = "luod-vmm"
 Log = Callable[[str], None]
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _page_size(text: str) -> int:
@@ -100,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the session on SIGTERM.",
     )
     run.add_argument("name", metavar="NAME", help="VMM, session and participant name")
-    run.add_argument("--memory", metavar="SIZE", type=_size, required=True, help="guest RAM")
+    run.add_argument(
+        "--memory", metavar="SIZE", type=argtypes.size, required=True, help="guest RAM"
+    )
     run.add_argument(
         "--page-size",
         metavar="4K|2M|1G",
@@ -168,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except (VmmError, RemoteError, ConnectionError, ProtocolError, OSError) as exc:
         if args.command == "resume" and args.json:
             report = ResumeReport(args.name)

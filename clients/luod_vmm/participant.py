@@ -17,9 +17,9 @@ from typing import Any, Final
 
 import trio
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost, DaemonUnreachable, RemoteError
 from luod.ipc.messages import Event
-from luod.ipc.trio_client import TrioClient, open_client
 from luod_vmm.errors import VmmError
 
 __all__ = ["serve_updates"]

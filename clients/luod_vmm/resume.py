@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from luod.ipc.async_client import TrioClient
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import TrioClient
 from luod_vmm.devices import final_look, first_look
 from luod_vmm.errors import VmmError
 from luod_vmm.layout import Layout, layout_for

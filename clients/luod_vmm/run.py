@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost
-from luod.ipc.trio_client import TrioClient, open_client
 from luod_vmm.build import Vmm
 from luod_vmm.errors import VmmError
 from luod_vmm.layout import layout_for

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.sockets import ROOT_SOCKET as SHARED_ROOT_SOCKET
 from luod.ipc.sockets import default_socket_path as socket_rule
-from luod_vmm.errors import ExitCode, VmmError
+from luod_vmm.errors import VmmError
 
 __all__ = ["ROOT_SOCKET", "resolve_socket"]
 

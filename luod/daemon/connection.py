@@ -25,12 +25,12 @@ from luod.daemon.errors import error_reply
 from luod.daemon.events import DROPPED, Subscriber
 from luod.daemon.owners import Caller
 from luod.daemon.participants import Participant
+from luod.ipc.async_transport import FramedStream
 from luod.ipc.connection import CLOSED
 from luod.ipc.errors import ConnectionLost, ProtocolError, RemoteProtocolError
 from luod.ipc.fdpass import close_fds
 from luod.ipc.messages import ErrorReply, Event, Reply, Request
 from luod.ipc.methods import METHODS
-from luod.ipc.trio_stream import FramedStream
 
 log = structlog.get_logger("luod.server")
 

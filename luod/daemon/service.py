@@ -20,8 +20,9 @@ from luod.daemon.connection import ClientConnection
 from luod.daemon.core import Daemon
 from luod.daemon.dispatch import Dispatcher
 from luod.daemon.owners import Caller
-from luod.ipc.connection import Connection, Role
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import Connection
+from luod.ipc.state import Role
 
 log = structlog.get_logger("luod.server")
 

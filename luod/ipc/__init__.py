@@ -6,35 +6,34 @@ people writing their own clients; the module docstrings here say how the code ke
 
 Modules, bottom up:
 
-* `errors`      named errors (`ProtocolError` local/remote, `RemoteError`, transport errors)
-* `framing`     u32 length prefix + one hardened CBOR item; the data model
-* `messages`    the six envelopes (attrs classes)
-* `convert`     the one strict cattrs converter; `MethodRegistry` for request parameters
+* `errors`          named errors (`ProtocolError` local/remote, `RemoteError`, transport)
+* `datamodel`       the values that may cross the wire, and the check for them
+* `messages`        the six envelopes (attrs classes)
+* `convert`         the one strict cattrs converter; `MethodRegistry` for request parameters
+* `envelope`        envelopes to and from wire maps, with fast paths checked by `convert`
+* `cbor`            hardened CBOR decoding; encoding, with the envelope fast path
+* `framing`         the u32 length prefix: frames out of a byte stream, and into one
+* `state`           who may send what when: the two sides' states and the rules
+* `fd_attribution`  which received fds belong to which message
+* `connection`      the sans-IO connection (h11-style `receive_data`/`next_event`/`send`)
+* `fdpass`          SCM_RIGHTS and SO_PEERCRED with the stdlib
+* `sockets`         the default socket path rule
+* `client`          the blocking client (`luoctl`)
+* `async_transport` a `Connection` over a trio stream, with fds (daemon and async client)
+* `async_client`    the trio client: concurrent calls and events (participants)
 * `method_table`, `methods`, `plans`  the method table: every method's params, fds,
   waiting and access; the objects and plans `object.create` and `apply` take
-* `connection`  the sans-IO state machine (h11-style `receive_data`/`next_event`/`send`)
-* `fdpass`      SCM_RIGHTS and SO_PEERCRED with the stdlib
-* `client`      the blocking client (`luoctl`)
-* `trio_stream`, `trio_client`  the trio adapter and the async client (participants)
 
 Layering: nothing here imports the daemon, the kernel model or the machine; only
-`trio_stream` and `trio_client` import trio, and this package root does not import them,
-so `import luod.ipc` (and the blocking client) stays cheap for `luoctl`.
+`async_transport` and `async_client` import trio, and this package root does not import
+them, so `import luod.ipc` (and the blocking client) stays cheap for `luoctl`.
 """
 
 from __future__ import annotations
 
+from luod.ipc.cbor import decode_item
 from luod.ipc.client import Client
-from luod.ipc.connection import (
-    CLOSED,
-    NEED_DATA,
-    Connection,
-    Role,
-    Sentinel,
-    State,
-    error_info,
-    error_reply,
-)
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Sentinel, error_reply
 from luod.ipc.convert import MethodRegistry
 from luod.ipc.errors import (
     ConnectionLost,
@@ -48,7 +47,7 @@ from luod.ipc.errors import (
     RemoteError,
     RemoteProtocolError,
 )
-from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, decode_item, encode_frame
+from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 from luod.ipc.messages import (
     PROTOCOL_VERSION,
     ErrorReply,
@@ -59,6 +58,7 @@ from luod.ipc.messages import (
     Request,
     Welcome,
 )
+from luod.ipc.state import Role, State
 
 __all__ = [
     "CLOSED",
@@ -91,6 +91,5 @@ __all__ = [
     "Welcome",
     "decode_item",
     "encode_frame",
-    "error_info",
     "error_reply",
 ]

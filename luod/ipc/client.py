@@ -2,8 +2,8 @@
 
 Owns the synchronous I/O loop around the sans-IO `Connection`: connect and the hello
 exchange, request/reply with file descriptors, and events. It sits on `luoctl`'s start-up
-path, so it imports only the stdlib, cbor2 and attrs (cattrs is loaded on the first
-message, by `luod.ipc.convert`); never trio, numpy or structlog.
+path, so it imports only the stdlib, cbor2 and attrs (cattrs is loaded by `luod.ipc.convert`
+when a message first needs it); never trio, numpy or structlog.
 
 Usage:
 
@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Final
 
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Role
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection
 from luod.ipc.errors import (
     ConnectionLost,
     DaemonTimeout,
@@ -65,6 +65,7 @@ from luod.ipc.messages import (
     Request,
     Welcome,
 )
+from luod.ipc.state import Role
 
 __all__ = [
     "DEFAULT_TIMEOUT",

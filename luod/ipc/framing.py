@@ -1,57 +1,29 @@
-"""Framing: a u32 big-endian length prefix, then exactly one hardened CBOR item.
+"""Framing: a u32 big-endian length prefix, then exactly one CBOR item.
 
-Owns the byte level of the protocol: splitting a byte stream into frames (`FrameDecoder`),
-turning a frame into a Python value and back (`decode_item`, `encode_frame`), and the data
-model every value on the wire belongs to. Nothing here knows about messages or sockets.
+Owns the byte level of a stream: splitting it into frames (`FrameDecoder`) and building a
+frame (`frame_body`, `encode_frame`). What a frame body holds is decoded and encoded by
+`luod.ipc.cbor` and checked against `luod.ipc.datamodel`; nothing here knows about
+messages or sockets.
 
 Why a length prefix: cbor2 has no incremental parser, so a self-delimiting CBOR stream would
 have to be re-decoded from the start after every read (quadratic). With a prefix the decoder
 knows the frame size from the first four bytes, refuses an oversized frame *before*
 buffering its body, and decodes each frame exactly once.
 
-Hardening. cbor2's defaults are unsafe for input from another process: it ignores trailing
-bytes, honours the value-sharing tags 28/29 (a 6-byte frame decodes to a cyclic list), turns
-tags into datetimes, Decimals, big integers... The protocol's data model is therefore the
-plain JSON-like subset of CBOR, and every item is checked against it:
-
-* null, booleans, integers in [-2**64, 2**64 - 1] (CBOR major types 0 and 1), floats,
-  text strings, byte strings, definite-length arrays, definite-length maps whose keys are
-  text strings;
-* no tags at all (every tag cbor2 knows is mapped to a decoder that refuses, every other
-  tag reaches a `tag_hook` that refuses), no `undefined`, no other simple values;
-* no indefinite-length items, no duplicate map keys, at most `MAX_DEPTH` nested containers;
-* the item must consume the whole frame.
-
-Invariant: `decode_item(f)` either returns a value of the data model or raises
-`RemoteProtocolError` named `luod.BadCbor`; `encode_frame` refuses (with a
-`LocalProtocolError`) anything `decode_item` would refuse, so we never send what we would
-not accept.
+Invariant: `encode_frame` refuses (with a `LocalProtocolError`) anything
+`luod.ipc.cbor.decode_item` would refuse, so we never send what we would not accept.
 """
 
 from __future__ import annotations
 
-import io
 import struct
-import threading
-from typing import Final, NoReturn
+from typing import Final
 
-import cbor2
-
+from luod.ipc.cbor import encode_value
+from luod.ipc.datamodel import check_data_model
 from luod.ipc.errors import LocalProtocolError, ProtocolErrorName, RemoteProtocolError
 
-__all__ = [
-    "DEFAULT_MAX_FRAME",
-    "HEADER_SIZE",
-    "MAX_DEPTH",
-    "FrameDecoder",
-    "check_data_model",
-    "conforms",
-    "decode_item",
-    "encode_frame",
-    "encode_uint",
-    "encode_value",
-    "frame_body",
-]
+__all__ = ["DEFAULT_MAX_FRAME", "HEADER_SIZE", "FrameDecoder", "encode_frame", "frame_body"]
 
 DEFAULT_MAX_FRAME: Final = 1 << 20
 """Default cap on a frame's body (1 MiB); bulk data travels by fd passing, not in frames."""
@@ -59,197 +31,6 @@ DEFAULT_MAX_FRAME: Final = 1 << 20
 HEADER_SIZE: Final = 4
 _HEADER: Final = struct.Struct(">I")
 _U32_MAX: Final = (1 << 32) - 1
-
-MAX_DEPTH: Final = 32
-"""Containers (arrays, maps) nested deeper than this are refused."""
-
-# CBOR integers are major types 0 and 1: an unsigned or negated unsigned 64-bit argument.
-# Anything outside needs tag 2/3 (bignum), which the data model forbids.
-_INT_MIN: Final = -(1 << 64)
-_INT_MAX: Final = (1 << 64) - 1
-
-# Tags cbor2 6.2 decodes itself, without consulting `tag_hook` (found by probing every tag
-# in 0..70000 plus a few large ones; tests/protocol re-probes so an upgrade that adds one
-# fails loudly). Each is mapped to `_refuse_tag`. Some of these are dangerous beyond being
-# unexpected: 28/29 (value sharing) build cycles, 25/256 (string references) and 55799
-# (self-describe) are transparent, 2/3 (bignums) yield plain ints.
-_BUILTIN_TAGS: Final = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
-    1004, 43000, 55799,
-)  # fmt: skip
-
-
-class _TagRefused(Exception):
-    """Raised inside cbor2 to abort decoding at a tag; cbor2 wraps it in CBORDecodeError."""
-
-
-def _refuse_tag(*_args: object) -> NoReturn:
-    raise _TagRefused
-
-
-def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
-    raise _TagRefused(tag.tag)
-
-
-_SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _refuse_tag)
-
-
-def _bad_cbor(message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(ProtocolErrorName.BAD_CBOR, message)
-
-
-_NO_INPUT: Final = io.BytesIO()
-
-
-def _new_decoder() -> cbor2.CBORDecoder:
-    return cbor2.CBORDecoder(
-        _NO_INPUT,
-        tag_hook=_refuse_unknown_tag,
-        semantic_decoders=_SEMANTIC_DECODERS,
-        max_depth=MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-        str_errors="strict",
-    )
-
-
-_thread_state = threading.local()
-
-
-def _decoder() -> cbor2.CBORDecoder:
-    """This thread's hardened decoder, built once: building one costs more than decoding a
-    small frame. Reusing it is safe because nothing it decodes leaves state behind: every
-    tag is refused (so no shared values or string references), and the depth count starts
-    afresh with each `decode()` (tests/protocol/test_fastpaths.py checks both after errors).
-    One per thread, because a decoder is not reentrant. It keeps its last input (one frame)
-    alive until the next decode."""
-    try:
-        decoder: cbor2.CBORDecoder = _thread_state.decoder
-    except AttributeError:
-        decoder = _thread_state.decoder = _new_decoder()
-    return decoder
-
-
-def decode_item(frame: bytes) -> object:
-    """Decode one frame body into a value of the protocol's data model.
-
-    Raises:
-        RemoteProtocolError: `luod.BadCbor` if the frame is not exactly one well-formed item
-            of the data model (see the module docstring).
-    """
-    fp = io.BytesIO(frame)
-    decoder = _decoder()
-    decoder.fp = fp
-    try:
-        item = decoder.decode()
-    except cbor2.CBORDecodeEOF:
-        raise _bad_cbor(f"truncated CBOR item in a {len(frame)}-byte frame") from None
-    except cbor2.CBORDecodeError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, _TagRefused) or "semantic tag" in str(exc):
-            raise _bad_cbor(f"CBOR tags are not allowed ({exc})") from None
-        raise _bad_cbor(f"malformed CBOR: {exc}") from None
-    except RecursionError:  # belt and braces: max_depth should stop this first
-        raise _bad_cbor("CBOR item nested too deeply") from None
-    # cbor2 reads ahead from a seekable file and seeks back, so tell() is exact.
-    consumed = fp.tell()
-    if consumed != len(frame):
-        raise _bad_cbor(f"{len(frame) - consumed} trailing bytes after the CBOR item")
-    problem = check_data_model(item)
-    if problem is not None:
-        raise _bad_cbor(problem)
-    return item
-
-
-_LEAF_TYPES: Final = frozenset({type(None), bool, str, bytes, float})
-
-
-def _conforms(value: object, depth: int, max_depth: int) -> bool:
-    """The fast check behind `check_data_model`: no paths, no messages, just yes or no.
-
-    Leaves inside containers are checked inline: a call per value would cost more than
-    the check itself.
-    """
-    kind = type(value)
-    if kind in _LEAF_TYPES:
-        return True
-    if kind is int:
-        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
-    if depth >= max_depth:
-        return False
-    depth += 1
-    if kind is dict:
-        if not all(type(key) is str for key in value):  # type: ignore[attr-defined]
-            return False
-        values = value.values()  # type: ignore[attr-defined]
-    elif kind is list:
-        values = value
-    else:
-        return False
-    for v in values:
-        vkind = type(v)
-        if vkind in _LEAF_TYPES:
-            continue
-        if vkind is int:
-            if not _INT_MIN <= v <= _INT_MAX:
-                return False
-        elif not _conforms(v, depth, max_depth):
-            return False
-    return True
-
-
-def conforms(item: object, *, max_depth: int = MAX_DEPTH) -> bool:
-    """True if `item` belongs to the protocol's data model (`check_data_model` is None)."""
-    return _conforms(item, 0, max_depth)
-
-
-def check_data_model(item: object, *, max_depth: int = MAX_DEPTH) -> str | None:
-    """Check that `item` belongs to the protocol's data model.
-
-    Returns None if it does, else a sentence saying what is wrong and where (`$.a[2]`).
-    Types are checked exactly (`type(x) is int`): a subclass such as an IntEnum member is
-    not part of the data model and must be unstructured first.
-
-    This runs on every message both ways, so the common case (it conforms) takes a fast
-    walk that builds no path strings; only a failure is walked again to say where.
-    """
-    if _conforms(item, 0, max_depth):
-        return None
-    return _explain(item, max_depth)
-
-
-def _explain(item: object, max_depth: int) -> str | None:
-    # Iterative walk with an explicit stack: (value, path, depth of the enclosing container).
-    stack: list[tuple[object, str, int]] = [(item, "$", 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        kind = type(value)
-        if value is None or kind is bool or kind is str or kind is bytes:
-            continue
-        if kind is int:
-            assert isinstance(value, int)
-            if not _INT_MIN <= value <= _INT_MAX:
-                return f"integer out of the CBOR range at {path}"
-            continue
-        if kind is float:
-            continue
-        if kind is list:
-            assert isinstance(value, list)
-            if depth >= max_depth:
-                return f"containers nested deeper than {max_depth} at {path}"
-            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
-            continue
-        if kind is dict:
-            assert isinstance(value, dict)
-            if depth >= max_depth:
-                return f"containers nested deeper than {max_depth} at {path}"
-            for key, v in value.items():
-                if type(key) is not str:
-                    return f"map key {key!r} is not a text string at {path}"
-                stack.append((v, f"{path}.{key}", depth + 1))
-            continue
-        return f"{kind.__name__} is not part of the protocol's data model at {path}"
-    return None
 
 
 def encode_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -262,34 +43,7 @@ def encode_frame(item: object, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     problem = check_data_model(item)
     if problem is not None:
         raise LocalProtocolError(ProtocolErrorName.BAD_MESSAGE, f"cannot send: {problem}")
-    return frame_body(cbor2.dumps(item), max_frame=max_frame)
-
-
-def encode_value(value: object) -> bytes:
-    """The CBOR encoding of a data-model value, unchecked: for building a body in parts
-    (see `luod.ipc.convert.encode_message`); check it with `conforms` first."""
-    return cbor2.dumps(value)
-
-
-_SMALL_UINTS: Final = tuple(bytes([n]) for n in range(24))
-_UINT8: Final = struct.Struct(">BB")
-_UINT16: Final = struct.Struct(">BH")
-_UINT32: Final = struct.Struct(">BI")
-_UINT64: Final = struct.Struct(">BQ")
-
-
-def encode_uint(n: int) -> bytes:
-    """The CBOR encoding of an unsigned integer 0 <= n < 2**64, in its shortest form (the
-    bytes `cbor2.dumps(n)` gives)."""
-    if n < 24:
-        return _SMALL_UINTS[n]
-    if n < 0x100:
-        return _UINT8.pack(0x18, n)
-    if n < 0x10000:
-        return _UINT16.pack(0x19, n)
-    if n < 0x100000000:
-        return _UINT32.pack(0x1A, n)
-    return _UINT64.pack(0x1B, n)
+    return frame_body(encode_value(item), max_frame=max_frame)
 
 
 def frame_body(body: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:

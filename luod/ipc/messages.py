@@ -1,8 +1,8 @@
 """The envelopes of protocol version 1: the six message kinds, as frozen attrs classes.
 
 Owns the shape of every message and the Python-side invariants of each field. The wire form
-(a CBOR map with a `kind` key) is produced and checked by `luod.ipc.convert`, which is the
-only place that turns these classes into maps and back.
+(a CBOR map with a `kind` key) is produced and checked by `luod.ipc.envelope` (by the rules
+of `luod.ipc.convert`), the only place that turns these classes into maps and back.
 
 Conversation (details in docs/protocol.md):
 

@@ -16,7 +16,7 @@ from luod.daemon.core import Daemon
 from luod.daemon.host import Host
 from luod.daemon.listener import open_unix_listener
 from luod.daemon.service import serve
-from luod.ipc.trio_client import TrioClient, open_client
+from luod.ipc.async_client import TrioClient, open_client
 from luod.kernel_model.images import default_image
 from luod.kernel_model.kernel import BootConfig
 

@@ -13,7 +13,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from luod.ipc.trio_client import open_client
+from luod.ipc.async_client import open_client
 
 from .conftest import Running, running_luod
 

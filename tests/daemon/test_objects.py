@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from luod.daemon.errors import error_json
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.errors import BadPageSize
 from luod.kernel_model.kernel import BootConfig
 
@@ -139,3 +139,22 @@ async def test_memfd_preserve_page_sizes_are_the_kernels_to_judge(tmp_path: Path
             assert [f["type"] for f in session["files"]] == ["memfd-hugetlb"]
     finally:
         os.close(fd)
+
+
+def test_the_one_wire_mapping_names_every_kind_of_error() -> None:
+    """Kernel errors keep their class name, errno and object; daemon policy errors their
+    own; protocol errors their wire form; anything else is luod's own fault."""
+    from luod.daemon.errors import DaemonError, wire_error
+    from luod.ipc.errors import ErrorInfo, ProtocolErrorName, RemoteProtocolError
+    from luod.kernel_model.errors import SessionExists
+
+    assert wire_error(SessionExists("session 'vm1' already exists", obj="vm1")) == ErrorInfo(
+        "luod.SessionExists", "EEXIST", "session 'vm1' already exists", "vm1"
+    )
+    policy = DaemonError("NotOwner", "not yours", errno=1, obj="s")
+    assert wire_error(policy) == ErrorInfo("luod.NotOwner", "EPERM", "not yours", "s")
+    bad = RemoteProtocolError(ProtocolErrorName.BAD_PARAMS, "bad", object="m")
+    assert wire_error(bad) == ErrorInfo("luod.BadParams", "EINVAL", "bad", "m")
+    assert wire_error(ValueError("boom")) == ErrorInfo(
+        "luod.InternalError", "EIO", "ValueError: boom", None
+    )

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import trio
 
 from luod.daemon.owners import Caller
+from luod.ipc.async_client import open_client
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import open_client
 
 from .conftest import Running, preserve_memfd
 

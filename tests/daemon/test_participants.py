@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import trio
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost, RemoteError
-from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.memfd.file import MemfdFile
 
 from .conftest import Running, preserve_memfd

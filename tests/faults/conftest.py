@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import pytest
 
-from luod.ipc.trio_client import TrioClient, open_client
+from luod.ipc.async_client import TrioClient, open_client
 from luod.kernel_model.memfd.file import MemfdFile
 from tests.daemon.conftest import Running, preserve_memfd, running_luod
 

@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import pytest
 
+from luod.ipc.async_client import TrioClient
 from luod.ipc.errors import RemoteError
-from luod.ipc.trio_client import TrioClient
 from luod.kernel_model import faults
 from tests.daemon.conftest import Running
 
@@ -321,7 +321,7 @@ async def test_every_point_is_reached_by_a_plain_update(luod: Running, ctl: Trio
 
 
 async def test_faults_are_refused_unless_enabled(tmp_path: Any) -> None:
-    from luod.ipc.trio_client import open_client
+    from luod.ipc.async_client import open_client
     from tests.daemon.conftest import running_luod
 
     async with running_luod(tmp_path) as running, open_client(str(running.path), "t") as c:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost, RemoteError
-from luod.ipc.trio_client import TrioClient, open_client
 from luod.kernel_model.memfd.file import MemfdFile
 from tests.daemon.conftest import Running, preserve_memfd, running_luod
 

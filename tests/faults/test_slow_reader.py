@@ -14,10 +14,11 @@ from pathlib import Path
 import trio
 
 from luod.daemon.events import DROPPED, EventBus
-from luod.ipc.connection import CLOSED, Connection, Role
+from luod.ipc.async_client import open_client
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import CLOSED, Connection
 from luod.ipc.messages import Event, Reply, Request
-from luod.ipc.trio_client import open_client
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.state import Role
 from tests.daemon.conftest import running_luod
 
 CAPACITY = 16

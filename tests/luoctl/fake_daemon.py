@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Role, error_reply
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, error_reply
 from luod.ipc.errors import ErrorInfo, ProtocolError, RemoteProtocolError
 from luod.ipc.fdpass import close_fds, recv_with_fds, send_with_fds
 from luod.ipc.messages import ErrorReply, Event, Hello, Message, Reply, Request, Welcome
 from luod.ipc.methods import METHODS
+from luod.ipc.state import Role
 
 
 @dataclass

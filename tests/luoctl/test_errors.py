@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from luoctl.exitcodes import ExitCode
 from luoctl.failures import Failure, classify
 from luoctl.main import main
+from luod.cli.exitcodes import ExitCode
 from luod.ipc.errors import ConnectionLost, DaemonTimeout, PermissionDenied
 
 from .conftest import Luoctl

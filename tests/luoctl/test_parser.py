@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from luoctl import argtypes
 from luoctl.cli import build_parser
 from luoctl.commands import COMMANDS
-from luoctl.exitcodes import ExitCode
 from luoctl.main import main
 from luoctl.sockets import ROOT_SOCKET, default_socket_path
+from luod.cli import argtypes
+from luod.cli.exitcodes import ExitCode
 
 # Every command of CLI.md's table,
 # as (argv, command key).
@@ -270,6 +270,7 @@ def test_exit_codes_are_the_contract() -> None:
         "USAGE": 2,
         "INCOMPATIBLE": 3,
         "UNAVAILABLE": 69,
+        "SOFTWARE": 70,
         "NOPERM": 77,
         "INTERRUPTED": 130,
     }

@@ -13,8 +13,9 @@ from typing import Any
 import cbor2
 from hypothesis import HealthCheck, settings
 
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Role
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection
 from luod.ipc.messages import PROTOCOL_VERSION, Hello, Message, Welcome
+from luod.ipc.state import Role
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 """Hypothesis settings for every fuzz test here: capped examples, no per-example deadline."""

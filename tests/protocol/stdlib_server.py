@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Role, error_reply
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, error_reply
 from luod.ipc.errors import (
     ErrorInfo,
     ProtocolError,
@@ -24,6 +24,7 @@ from luod.ipc.errors import (
 )
 from luod.ipc.fdpass import close_fds, recv_with_fds, send_with_fds
 from luod.ipc.messages import ErrorReply, Event, Hello, Message, Reply, Request, Welcome
+from luod.ipc.state import Role
 
 
 class StdlibServer:

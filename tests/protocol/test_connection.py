@@ -4,19 +4,9 @@ the connection only counts and hands them out, it never touches them."""
 
 from __future__ import annotations
 
-import errno
-
 import pytest
 
-from luod.ipc.connection import (
-    CLOSED,
-    NEED_DATA,
-    Connection,
-    Role,
-    State,
-    error_info,
-    error_reply,
-)
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection, error_reply
 from luod.ipc.errors import (
     ErrorInfo,
     LocalProtocolError,
@@ -24,6 +14,7 @@ from luod.ipc.errors import (
     RemoteProtocolError,
 )
 from luod.ipc.messages import ErrorReply, Event, Hello, Reply, Request, Welcome
+from luod.ipc.state import Role, State
 
 from .helpers import ConnectionPair, cbor_frame, hello_item
 
@@ -352,26 +343,7 @@ class TestFds:
 class TestErrorInfo:
     def test_from_protocol_error(self) -> None:
         exc = RemoteProtocolError(N.UNKNOWN_METHOD, "unknown method 'x'", object="x")
-        assert error_info(exc) == ErrorInfo(
-            "luod.UnknownMethod", "ENOSYS", "unknown method 'x'", "x"
-        )
-        assert exc.info() == error_info(exc)
-
-    def test_from_kernel_style_error(self) -> None:
-        """The kernel model's errors: bare class name, numeric errno, `obj`."""
-
-        class SessionExists(Exception):
-            name = "SessionExists"
-            errno = errno.EEXIST
-            message = "session 'vm1' already exists"
-            obj = "vm1"
-
-        assert error_info(SessionExists()) == ErrorInfo(
-            "luod.SessionExists", "EEXIST", "session 'vm1' already exists", "vm1"
-        )
-
-    def test_from_anything(self) -> None:
-        assert error_info(ValueError("boom")) == ErrorInfo("luod.InternalError", None, "boom", None)
+        assert exc.info() == ErrorInfo("luod.UnknownMethod", "ENOSYS", "unknown method 'x'", "x")
 
     def test_error_reply(self) -> None:
         reply = error_reply(RemoteProtocolError(N.BAD_PARAMS, "bad", object="m"), 4)

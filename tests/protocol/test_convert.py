@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from luod.ipc.convert import MethodRegistry, structure_message, unstructure_message
+from luod.ipc.convert import MethodRegistry
+from luod.ipc.envelope import structure_message, unstructure_message
 from luod.ipc.errors import ErrorInfo, ProtocolErrorName, RemoteProtocolError
 from luod.ipc.messages import ErrorReply, Event, Hello, Reply, Request, Welcome
 

@@ -26,26 +26,20 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from luod.ipc.connection import CLOSED, Connection, Role
-from luod.ipc.convert import (
-    MethodRegistry,
+from luod.ipc.async_transport import CHECKPOINT_EVERY, FramedStream
+from luod.ipc.cbor import decode_item, encode_message, encode_uint
+from luod.ipc.connection import CLOSED, Connection
+from luod.ipc.convert import MethodRegistry, converter
+from luod.ipc.datamodel import MAX_DEPTH, check_data_model, conforms
+from luod.ipc.envelope import (
     _structure_message_slow,
-    converter,
-    encode_message,
     structure_message,
     unstructure_message,
     wire_message,
 )
 from luod.ipc.errors import ErrorInfo, ProtocolErrorName, RemoteProtocolError
 from luod.ipc.fdpass import close_fds
-from luod.ipc.framing import (
-    MAX_DEPTH,
-    check_data_model,
-    conforms,
-    decode_item,
-    encode_frame,
-    encode_uint,
-)
+from luod.ipc.framing import encode_frame
 from luod.ipc.messages import (
     MESSAGE_TYPES,
     ErrorReply,
@@ -56,7 +50,7 @@ from luod.ipc.messages import (
     Request,
     Welcome,
 )
-from luod.ipc.trio_stream import CHECKPOINT_EVERY, FramedStream
+from luod.ipc.state import Role
 
 from .helpers import FUZZ, cbor_frame, hello_item
 from .test_fuzz import data_model, envelope_like, messages

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from luod.ipc.connection import Connection, Role
+from luod.ipc.connection import Connection
 from luod.ipc.errors import ProtocolErrorName, RemoteProtocolError
 from luod.ipc.fdpass import (
     close_fds,
@@ -21,6 +21,7 @@ from luod.ipc.fdpass import (
     send_with_fds,
 )
 from luod.ipc.messages import MAX_FDS_PER_MESSAGE, Hello, Request, Welcome
+from luod.ipc.state import Role
 
 from .helpers import cbor_frame
 

@@ -10,16 +10,10 @@ import struct
 import cbor2
 import pytest
 
+from luod.ipc.cbor import _BUILTIN_TAGS, decode_item
+from luod.ipc.datamodel import MAX_DEPTH, check_data_model
 from luod.ipc.errors import LocalProtocolError, ProtocolErrorName, RemoteProtocolError
-from luod.ipc.framing import (
-    _BUILTIN_TAGS,
-    DEFAULT_MAX_FRAME,
-    MAX_DEPTH,
-    FrameDecoder,
-    check_data_model,
-    decode_item,
-    encode_frame,
-)
+from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
 
 from .helpers import frame
 

@@ -16,11 +16,15 @@ import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Role
-from luod.ipc.convert import MethodRegistry, structure_message, unstructure_message
+from luod.ipc.cbor import decode_item
+from luod.ipc.connection import CLOSED, NEED_DATA, Connection
+from luod.ipc.convert import MethodRegistry
+from luod.ipc.datamodel import MAX_DEPTH, check_data_model
+from luod.ipc.envelope import structure_message, unstructure_message
 from luod.ipc.errors import ErrorInfo, ProtocolErrorName, RemoteProtocolError
-from luod.ipc.framing import MAX_DEPTH, FrameDecoder, check_data_model, decode_item, encode_frame
+from luod.ipc.framing import FrameDecoder, encode_frame
 from luod.ipc.messages import ErrorReply, Event, Hello, Message, Reply, Request, Welcome
+from luod.ipc.state import Role
 
 from .conftest import make_registry
 from .helpers import FUZZ, cbor_frame, frame, hello_item

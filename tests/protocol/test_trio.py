@@ -12,7 +12,9 @@ import pytest
 import trio
 import trio.testing
 
-from luod.ipc.connection import CLOSED, Connection, Role
+from luod.ipc.async_client import connect_stream, open_client
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import CLOSED, Connection
 from luod.ipc.errors import (
     ConnectionLost,
     DaemonUnreachable,
@@ -23,8 +25,7 @@ from luod.ipc.errors import (
 )
 from luod.ipc.fdpass import close_fds, fds_ancillary
 from luod.ipc.messages import ErrorReply, Event, Hello
-from luod.ipc.trio_client import connect_stream, open_client
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.state import Role
 
 from .helpers import cbor_frame
 from .trio_server import serve_connection, serve_unix

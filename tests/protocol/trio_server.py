@@ -15,11 +15,12 @@ from pathlib import Path
 
 import trio
 
-from luod.ipc.connection import CLOSED, Connection, Role, error_reply
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import CLOSED, Connection, error_reply
 from luod.ipc.errors import ConnectionLost, ProtocolErrorName, RemoteProtocolError
 from luod.ipc.fdpass import close_fds
 from luod.ipc.messages import Event, Message, Reply, Request
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.state import Role
 
 
 async def serve_connection(

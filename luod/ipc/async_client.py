@@ -38,7 +38,8 @@ from typing import Final
 import attrs
 import trio
 
-from luod.ipc.connection import CLOSED, Connection, Role
+from luod.ipc.async_transport import FramedStream
+from luod.ipc.connection import CLOSED, Connection
 from luod.ipc.errors import (
     ConnectionLost,
     DaemonTimeout,
@@ -49,7 +50,7 @@ from luod.ipc.errors import (
 from luod.ipc.fdpass import close_fds
 from luod.ipc.framing import DEFAULT_MAX_FRAME
 from luod.ipc.messages import MAX_ID, ErrorReply, Event, Reply, Request, Welcome
-from luod.ipc.trio_stream import FramedStream
+from luod.ipc.state import Role
 
 __all__ = ["TrioClient", "connect_stream", "open_client"]
 

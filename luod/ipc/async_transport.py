@@ -1,7 +1,7 @@
 """The trio adapter: a sans-IO `Connection` driven over a trio byte stream, with fds.
 
-Owns the async I/O loop shared by the daemon (server role, later) and by trio participants
-(client role, through `luod.ipc.trio_client`): read until a message is complete, write
+Owns the async I/O loop shared by the daemon (server role) and by trio participants
+(client role, through `luod.ipc.async_client`): read until a message is complete, write
 frames, and pass file descriptors with SCM_RIGHTS when the stream is a real Unix socket.
 
 Two kinds of streams are accepted:

@@ -1,7 +1,9 @@
-"""Converters for argparse `type=`: tokens, sizes, seal lists, inherited memfds, seconds.
+"""Converters for argparse `type=`: tokens, sizes, seal lists, inherited memfds, counts,
+seconds.
 
-Owns the client-side validation CLI.md asks for, so bad input is a usage error (exit 2)
-before anything is sent. Each function raises `argparse.ArgumentTypeError`, whose message
+Owns the client-side validation docs/cli.md asks for, for every client, so bad input is a
+usage error (exit 2) before anything is sent, and the same input is read the same way by
+`luoctl` and `luod-vmm`. Each function raises `argparse.ArgumentTypeError`, whose message
 argparse prefixes with the option's name.
 """
 
@@ -14,7 +16,16 @@ from typing import Final
 
 from luod.units import parse_size
 
-__all__ = ["SEALS", "TOKEN_MAX", "inherited_memfd", "seal_list", "seconds", "size", "token"]
+__all__ = [
+    "SEALS",
+    "TOKEN_MAX",
+    "inherited_memfd",
+    "positive_int",
+    "seal_list",
+    "seconds",
+    "size",
+    "token",
+]
 
 TOKEN_MAX: Final = 2**64 - 1
 """Tokens are u64 (the kernel's session token type)."""
