@@ -342,6 +342,46 @@ def _add_fault(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     clear.add_argument("point", nargs="?", metavar="POINT", help="the point (default: all)")
 
 
+def _add_machine(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+    device = tree.group(sub, "device", "the emulated machine's PCI devices")
+    tree.leaf(
+        device,
+        "list",
+        "device.list",
+        "list PCI devices (BDF, power, interrupts, DMA, holder) and hugetlb pools",
+        "List the machine's PCI devices: BDF, power state, interrupts, whether DMA runs, "
+        "and the session and token holding each; then the hugetlb pools. These are the "
+        "BDFs and page sizes a plan may name.",
+    )
+    kho = tree.group(sub, "kho", "the Kexec HandOver blob")
+    dump = tree.leaf(
+        kho,
+        "dump",
+        "kho.dump",
+        "write the KHO root blob (a device tree) to FILE or stdout",
+        "Write the KHO root blob, the flattened device tree the next kernel reads: the "
+        "outgoing one once an update has frozen, else the one the running kernel booted "
+        "from. Bytes go to --output, else to stdout when it is not a terminal: "
+        "`luoctl kho dump | dtc -I dtb -O dts` shows it as text.",
+    )
+    dump.add_argument("--output", "-o", metavar="FILE", help="write the blob to FILE")
+    which = dump.add_mutually_exclusive_group()
+    which.add_argument(
+        "--outgoing",
+        dest="source",
+        action="store_const",
+        const="outgoing",
+        help="only the handover written at freeze for the next kernel",
+    )
+    which.add_argument(
+        "--incoming",
+        dest="source",
+        action="store_const",
+        const="incoming",
+        help="only the handover the running kernel booted from",
+    )
+
+
 def build_parser() -> Parser:
     """The whole `luoctl` parser."""
     parser = Parser(
@@ -378,6 +418,7 @@ def build_parser() -> Parser:
     _add_file(tree, sub)
     _add_update(tree, sub)
     _add_fault(tree, sub)
+    _add_machine(tree, sub)
     events = tree.leaf(
         sub,
         "events",

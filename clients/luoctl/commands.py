@@ -19,6 +19,7 @@ from typing import Any, Final
 from luoctl.context import Context, Outcome
 from luoctl.events import events
 from luoctl.exitcodes import ExitCode
+from luoctl.kho import kho_dump
 from luoctl.memfd import memfd_preserve, memfd_retrieve
 from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
@@ -139,6 +140,10 @@ def apply(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(request(ctx, "apply", {"plan": plan}))
 
 
+def device_list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return Outcome(request(ctx, "device.list"))
+
+
 # --- the update -----------------------------------------------------------------------------
 
 
@@ -220,5 +225,7 @@ COMMANDS: Final[dict[str, Command]] = {
     "fault.arm": fault_arm,
     "fault.clear": fault_clear,
     "events": events,
+    "device.list": device_list,
+    "kho.dump": kho_dump,
 }
 """Command key (`args.run`, set by `cli`) to its function."""

@@ -101,13 +101,11 @@ def status(doc: Any) -> list[str]:
         ("loaded", doc.get("loaded")),
     ]
     if machine:
-        pairs.append(
-            (
-                "machine",
-                f"ram {human_bytes(machine.get('ram'))}, "
-                f"resident {human_bytes(machine.get('resident'))}",
-            )
-        )
+        ram, resident = human_bytes(machine.get("ram")), human_bytes(machine.get("resident"))
+        text = f"ram {ram}, resident {resident}"
+        if "pci_devices" in machine:
+            text += f", {machine['pci_devices']} PCI devices (luoctl device list)"
+        pairs.append(("machine", text))
     if doc.get("blocking"):
         pairs.append(("blocking", doc["blocking"]))
     pairs.append(("last update", _last_update(doc.get("last_update"))))
@@ -294,6 +292,48 @@ def memfd_retrieve(doc: Any) -> list[str]:
     return lines
 
 
+def device_list(doc: Any) -> list[str]:
+    doc = _map(doc)
+    rows = []
+    for dev in (_map(d) for d in _list(doc.get("devices"))):
+        holder = _map(dev.get("held_by"))
+        held = f"{holder['session']}/{holder['token']}" if holder else None
+        rows.append(
+            [
+                dev.get("bdf"),
+                dev.get("power"),
+                dev.get("irq"),
+                _map(dev.get("dma")).get("running"),
+                held,
+            ]
+        )
+    lines = table(["BDF", "POWER", "IRQ", "DMA", "HELD BY"], rows) if rows else ["no PCI devices"]
+    pools = [_map(p) for p in _list(doc.get("hugetlb"))]
+    lines.append("")
+    if pools:
+        lines += table(
+            ["HUGETLB", "PAGES", "FREE", "ASKED"],
+            [[human_bytes(p.get("page_size")), p.get("total"), p.get("free"), p.get("requested")]
+             for p in pools],
+        )  # fmt: skip
+    else:
+        lines.append("no hugetlb pools")
+    return lines
+
+
+def kho_dump(doc: Any) -> list[str]:
+    doc = _map(doc)
+    lines = [
+        f"KHO {cell(doc.get('source'))} handover: {cell(doc.get('compatible'))}, "
+        f"{cell(doc.get('size'))} bytes, sha256 {cell(doc.get('sha256'))}"
+    ]
+    if doc.get("output"):
+        lines.append(f"written to {doc['output']} (dtc -I dtb -O dts {doc['output']})")
+    else:
+        lines.append("not written: stdout is a terminal (use --output FILE, or | dtc -I dtb)")
+    return lines
+
+
 def file_unpreserve(doc: Any) -> list[str]:
     doc = _map(doc)
     return [f"unpreserved token {cell(doc.get('token'))} of session {cell(doc.get('session'))}"]
@@ -440,6 +480,8 @@ RENDERERS: Final[dict[str, Renderer]] = {
     "fault.list": fault_list,
     "fault.arm": fault_arm,
     "fault.clear": fault_clear,
+    "device.list": device_list,
+    "kho.dump": kho_dump,
 }
 """Command key to its renderer (`events` prints JSON lines itself)."""
 

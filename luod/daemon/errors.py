@@ -42,6 +42,11 @@ def incompatible(message: str, target: str) -> DaemonError:
     return DaemonError("Incompatible", message, errno=_errno.ENOEXEC, obj=target)
 
 
+INTERNAL_ERROR = "luod.InternalError"
+"""The wire name of luod's own faults (a bug, never the caller's input): the only errors
+logged with a traceback."""
+
+
 def wire_error(exc: BaseException) -> dict[str, str | None]:
     """{name, errno, message, object} for any error a request can end with."""
     if isinstance(exc, DaemonError):
@@ -61,7 +66,7 @@ def wire_error(exc: BaseException) -> dict[str, str | None]:
     if isinstance(exc, ImageError):
         return {"name": "luod.BadImage", "errno": "EINVAL", "message": str(exc), "object": None}
     return {
-        "name": "luod.InternalError",
+        "name": INTERNAL_ERROR,
         "errno": "EIO",
         "message": f"{type(exc).__name__}: {exc}",
         "object": None,

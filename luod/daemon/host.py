@@ -39,6 +39,7 @@ from luod.kernel_model.catalog import KHO, LUO
 from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.extents import Extents
 from luod.kernel_model.faults import FaultInjector
+from luod.kernel_model.files.iommufd import VfioDeviceFile
 from luod.kernel_model.files.memfd import MemfdFile, Seal
 from luod.kernel_model.images import KernelImage, bundled_images, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
@@ -248,16 +249,41 @@ class Host:
     def outgoing(self, caller: Caller, name: str) -> OutgoingSession:
         session = self.luo.outgoing.get(name)
         if session is None or name == OWNERS_SESSION:
-            raise NoSuchSession(f"no outgoing session {name!r}", obj=name)
+            raise self._missing(caller, name, "outgoing")
         self._check_owner(caller, "outgoing", name)
         return session
 
     def incoming(self, caller: Caller, name: str) -> IncomingSession:
         session = self.luo.incoming.get(name)
         if session is None or name == OWNERS_SESSION:
-            raise NoSuchSession(f"no incoming session {name!r}", obj=name)
+            raise self._missing(caller, name, "incoming")
         self._check_owner(caller, "incoming", name)
         return session
+
+    def _missing(self, caller: Caller, name: str, wanted: str) -> NoSuchSession:
+        """Say what is true of a session that is not where the caller looked: it does not
+        exist at all (or is another uid's, which is the same to the caller), or it exists
+        in the other direction."""
+        other = "outgoing" if wanted == "incoming" else "incoming"
+        sessions = self.luo.outgoing if other == "outgoing" else self.luo.incoming
+        visible = (
+            name in sessions
+            and name != OWNERS_SESSION
+            and (caller.root or self.owners.get((other, name), 0) == caller.uid)
+        )
+        if not visible:
+            return NoSuchSession(f"no session {name!r}", obj=name)
+        if other == "outgoing":
+            return NoSuchSession(
+                f"{name} is outgoing; only sessions from the previous kernel can be "
+                "retrieved or finished",
+                obj=name,
+            )
+        return NoSuchSession(
+            f"{name} is incoming (from the previous kernel); retrieve it, or create a new "
+            "session to preserve into",
+            obj=name,
+        )
 
     def retrieved(self, caller: Caller, name: str) -> IncomingSession:
         """An incoming session the caller has retrieved (its files come after it)."""
@@ -454,7 +480,7 @@ class Host:
         except (KeyError, ValueError):
             raise DaemonError(
                 "NoSuchDevice",
-                f"no PCI device at {bdf} (luod --pci N plugs in N devices)",
+                f"{self.machine.pci.not_found(bdf)} (luod --pci N plugs in N devices)",
                 errno=errno.ENOENT,
                 obj=bdf,
             ) from None
@@ -485,6 +511,44 @@ class Host:
                 "ring_error": ring_error,
             },
         }
+
+    def device_list(self) -> dict[str, Any]:
+        """Every PCI device with the session file holding it, and the hugetlb pools."""
+        holders: dict[str, dict[str, Any]] = {}
+        luo = self.kernel.luo
+        if luo is not None and self.device_error is None:
+            for direction, table in (("outgoing", luo.outgoing), ("incoming", luo.incoming)):
+                for name, session in table.items():
+                    for f in session.files:
+                        if isinstance(f.file, VfioDeviceFile):
+                            holders[f.file.bdf] = {
+                                "session": name,
+                                "direction": direction,
+                                "token": f.token,
+                            }
+        devices = []
+        for dev in self.machine.pci:
+            entry = self.device_object(dev.bdf)
+            entry["held_by"] = holders.get(dev.bdf)
+            devices.append(entry)
+        return {"devices": devices, "hugetlb": self.kernel.hugetlb.status()}
+
+    def kho_dump(self, source: str | None) -> dict[str, Any]:
+        """A KHO root blob (a flattened device tree): the outgoing one once an update has
+        frozen, or the one this kernel booted from; `source` None takes the first there is."""
+        kernel = self.kernel
+        found: list[tuple[str, str, bytes | None]] = []
+        if source in (None, "outgoing"):
+            found.append(("outgoing", kernel.kho_out.compatible, kernel.kho_out.root_blob()))
+        if source in (None, "incoming") and kernel.kho_in is not None:
+            found.append(("incoming", kernel.kho_in.compatible, kernel.kho_in.root_blob))
+        for where, compatible, blob in found:
+            if blob:
+                return {"source": where, "compatible": compatible, "size": len(blob), "blob": blob}
+        no_out = f"no outgoing KHO handover: it is written at freeze (state {kernel.state})"
+        no_in = "this kernel booted cold: no handover came in"
+        message = {"outgoing": no_out, "incoming": no_in}.get(source or "", f"{no_out}; {no_in}")
+        raise DaemonError("NoHandover", message, errno=errno.ENOENT, obj="kho")
 
     # -- objects ---------------------------------------------------------------------------
 

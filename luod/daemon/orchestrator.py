@@ -222,6 +222,8 @@ class Orchestrator:
             )
         participant.state = f"{phase}d" if ok else f"refused {phase}"
         barrier.answer(participant.name, ok, reason)
+        if not barrier.done.is_set():
+            self._publish_waiting(barrier)
 
     def disconnected(self, conn: ClientConnection) -> None:
         participant = conn.participant
@@ -241,6 +243,15 @@ class Orchestrator:
             {"name": n, "waiting_for": self.barrier.phase} for n in sorted(self.barrier.waiting)
         ]
 
+    def _publish_waiting(self, barrier: Barrier) -> None:
+        """Who the update waits for now: what `luoctl update` shows a person watching."""
+        self.bus.publish(
+            "update.waiting",
+            update_id=barrier.update_id,
+            phase=barrier.phase,
+            participants=sorted(barrier.waiting),
+        )
+
     async def _barrier(self, update_id: int, phase: str, deadline: float) -> None:
         active = [p for p in self.participants.values() if p.conn is not None]
         if not active:
@@ -248,6 +259,7 @@ class Orchestrator:
         barrier = Barrier(update_id, phase, {p.name for p in active})
         self.barrier = barrier
         self._status(f"waiting for {len(active)} participant(s) to {phase}")
+        self._publish_waiting(barrier)
         try:
             for p in active:
                 p.state = f"{phase} requested"

@@ -31,7 +31,7 @@ import trio
 
 from luod import __version__
 from luod.daemon.clock import DeviceClock
-from luod.daemon.errors import DaemonError, wire_error
+from luod.daemon.errors import INTERNAL_ERROR, DaemonError, wire_error
 from luod.daemon.events import DROPPED, EventBus, Subscriber
 from luod.daemon.host import Caller, Host
 from luod.daemon.orchestrator import Orchestrator, Participant
@@ -192,11 +192,18 @@ class ClientConnection:
                 handler = HANDLERS[request.method]
                 result, fds = await handler(self, params, request)
                 reply = Reply(id=request.id, result=result, fds=fds)
-            except (DaemonError, KernelError, RemoteProtocolError) as exc:
+            except Exception as exc:
                 reply = _error(request.id, exc)
-            except Exception as exc:  # a bug: answer it, log it, keep serving
-                log.exception("request_failed", conn=self.id, method=request.method)
-                reply = _error(request.id, exc)
+                if reply.error.name == INTERNAL_ERROR:  # a bug: answer it, log it, keep serving
+                    log.exception("request_failed", conn=self.id, method=request.method)
+                else:  # the caller's mistake or a refusal: theirs to read, not a fault of ours
+                    log.info(
+                        "request_refused",
+                        conn=self.id,
+                        method=request.method,
+                        error=reply.error.name,
+                        message=reply.error.message,
+                    )
             try:
                 try:
                     self._send.send_nowait(reply)
@@ -219,7 +226,7 @@ def _error(request_id: int, exc: BaseException) -> ErrorReply:
     return ErrorReply(
         id=request_id,
         error=ErrorInfo(
-            name=info["name"] or "luod.InternalError",
+            name=info["name"] or INTERNAL_ERROR,
             errno=info["errno"],
             message=info["message"] or "",
             object=info["object"],
@@ -336,6 +343,7 @@ class Daemon:
             "machine": {
                 "ram": host.machine.memory.size_bytes,
                 "resident": host.machine.memory.resident_bytes(),
+                "pci_devices": len(host.machine.pci),
             },
             "device_error": host.device_error,
             "daemon": {"version": __version__, "pid": os.getpid(), **self.records.status()},
@@ -619,6 +627,17 @@ async def _device_dma(c: ClientConnection, p: m.DeviceDma, r: Request) -> Result
     else:
         device.dma.stop()
     return host.device_object(p.bdf), []
+
+
+@handles("device.list")
+async def _device_list(c: ClientConnection, p: m.DeviceList, r: Request) -> Result:
+    c.daemon.clock.tick()
+    return c.daemon.host.device_list(), []
+
+
+@handles("kho.dump")
+async def _kho_dump(c: ClientConnection, p: m.KhoDump, r: Request) -> Result:
+    return c.daemon.host.kho_dump(p.source), []
 
 
 @handles("device.show")

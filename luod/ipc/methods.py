@@ -27,7 +27,8 @@ Direction = Literal["outgoing", "incoming"]
 @attrs.frozen
 class Status:
     """Result: state, kernel {release, liveupdate_number, boot}, loaded, sessions,
-    participants, blocking, last_update, last_cancel, machine {ram, resident}.
+    participants, blocking, last_update, last_cancel, machine {ram, resident,
+    pci_devices (`device.list` lists them)}.
     `last_update.damage` lists what the last update's kernel could not restore
     ([{session, token, step, error}], kept current); `last_cancel` is the last update
     cancelled before its kexec: {update_id, target, error (the first cause), rollback}.
@@ -401,12 +402,30 @@ class DeviceDma:
     rate: int = 1_000_000
 
 
+@METHODS.method("device.list")
+@attrs.frozen
+class DeviceList:
+    """Result: {devices: [device.show's object + held_by: {session, direction, token} or
+    null], hugetlb: [{page_size, requested, total, free}]}: everything a plan may name."""
+
+
 @METHODS.method("device.show")
 @attrs.frozen
 class DeviceShow:
     """Result: {bdf, power, irq, dma: {writes, faults, writes_during_blackout, ...}}."""
 
     bdf: str
+
+
+@METHODS.method("kho.dump")
+@attrs.frozen
+class KhoDump:
+    """A KHO root blob, the flattened device tree the next kernel reads (`dtc -I dtb`).
+    `source`: "outgoing" (written at freeze), "incoming" (the one this kernel booted from),
+    or null for the first of the two there is. Result: {source, compatible, size, blob
+    (bytes)}; luod.NoHandover (ENOENT) when there is none."""
+
+    source: Literal["outgoing", "incoming"] | None = None
 
 
 # -- fault injection: admin requests, refused (luod.FaultsDisabled, EPERM) unless luod was
