@@ -4,17 +4,15 @@ Owns names, flags, help texts and client-side validation (through `luod.cli.argt
 else: every leaf parser records its command key in `args.run` (the daemon method it maps
 to, e.g. `"session.create"`), and `commands.COMMANDS` maps the key to the code.
 
-Usage errors raise `UsageError` instead of exiting, so `main` can report them as JSON
-under `--json` and tests can call `main()` without catching SystemExit. `--json` is also
-accepted after the command (`luoctl status --json`), which is how people type it.
+The argparse machinery under it (usage errors as values, `--json` after the command too,
+leaf commands that record their key) is `luoctl.argtree`.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
 
-from luoctl.failures import UsageError
+from luoctl.argtree import CommandTree, Parser, token_option
 from luod import __version__
 from luod.cli import argtypes
 
@@ -31,65 +29,7 @@ Exit status: 0 success, 1 the daemon refused or the operation failed, 2 usage er
 """
 
 
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise `UsageError` (subparsers inherit the class)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message, usage=self.format_usage(), prog=self.prog)
-
-
-def _json_option() -> Parser:
-    # A parent parser for every command: `--json` after the command too. SUPPRESS keeps
-    # the subparser from resetting a `--json` given before the command to False.
-    parent = Parser(add_help=False)
-    parent.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print one JSON document on stdout (same as the global --json)",
-    )
-    return parent
-
-
-class _Tree:
-    """Helper that adds leaf commands with the shared parent and their command key."""
-
-    def __init__(self) -> None:
-        self.parent = _json_option()
-
-    def group(
-        self, subparsers: argparse._SubParsersAction[Parser], name: str, help: str
-    ) -> argparse._SubParsersAction[Parser]:
-        parser = subparsers.add_parser(name, help=help, description=help)
-        return parser.add_subparsers(title="commands", metavar="ACTION", required=True)
-
-    def leaf(
-        self,
-        subparsers: argparse._SubParsersAction[Parser],
-        name: str,
-        key: str,
-        help: str,
-        description: str | None = None,
-    ) -> Parser:
-        parser = subparsers.add_parser(
-            name, help=help, description=description or help, parents=[self.parent]
-        )
-        parser.set_defaults(run=key)
-        return parser
-
-
-def _token_option(parser: Parser) -> None:
-    parser.add_argument(
-        "--token",
-        "-t",
-        type=argtypes.token,
-        required=True,
-        metavar="T",
-        help="the file's token in the session (decimal or 0x hex, u64)",
-    )
-
-
-def _add_kernel(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_kernel(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     kernel = tree.group(sub, "kernel", "the bundled kernel images and the write switches")
     tree.leaf(kernel, "list", "kernel.list", "list the bundled kernel images, oldest first")
     show = tree.leaf(kernel, "show", "kernel.show", "show one image's format catalog")
@@ -118,7 +58,7 @@ def _add_kernel(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     write.add_argument("switch", choices=["on", "off"], help="on or off")
 
 
-def _add_session(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_session(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     session = tree.group(sub, "session", "create, inspect, close, retrieve and finish sessions")
     create = tree.leaf(
         session, "create", "session.create", "create an outgoing session held for your uid"
@@ -152,7 +92,7 @@ def _add_session(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     finish.add_argument("name", metavar="NAME", help="the session's name")
 
 
-def _add_memfd(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_memfd(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     memfd = tree.group(sub, "memfd", "preserve a memfd, or retrieve one after a kexec")
     preserve = tree.leaf(
         memfd,
@@ -163,7 +103,7 @@ def _add_memfd(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
         "must be a memfd; its seals are copied too) and preserve it in SESSION.",
     )
     preserve.add_argument("session", metavar="SESSION", help="an outgoing session")
-    _token_option(preserve)
+    token_option(preserve)
     source = preserve.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--from", dest="from_file", metavar="FILE", help="a regular file to copy (read-only)"
@@ -203,11 +143,11 @@ def _add_memfd(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
         "--json is given; the sha256 of the content is reported either way.",
     )
     retrieve.add_argument("session", metavar="SESSION", help="an incoming session")
-    _token_option(retrieve)
+    token_option(retrieve)
     retrieve.add_argument("--output", "-o", metavar="FILE", help="where to write the bytes")
 
 
-def _add_file(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_file(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     file = tree.group(sub, "file", "unpreserve or retrieve one file of any type")
     unpreserve = tree.leaf(
         file,
@@ -216,10 +156,10 @@ def _add_file(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
         "outgoing: unpreserve one file (refused while others depend on it)",
     )
     unpreserve.add_argument("session", metavar="SESSION", help="an outgoing session")
-    _token_option(unpreserve)
+    token_option(unpreserve)
     retrieve = tree.leaf(file, "retrieve", "file.retrieve", "incoming: retrieve any file type")
     retrieve.add_argument("session", metavar="SESSION", help="an incoming session")
-    _token_option(retrieve)
+    token_option(retrieve)
     reclaim = tree.leaf(
         file,
         "reclaim",
@@ -229,7 +169,7 @@ def _add_file(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
         "vetoed until then)",
     )
     reclaim.add_argument("session", metavar="SESSION", help="an incoming session")
-    _token_option(reclaim)
+    token_option(reclaim)
     apply = tree.leaf(
         sub,
         "apply",
@@ -240,7 +180,7 @@ def _add_file(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     apply.add_argument("plan", metavar="PLAN", help="a .toml or .json plan file (see CLI.md)")
 
 
-def _add_update(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_update(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     check = tree.leaf(
         sub,
         "check",
@@ -297,7 +237,7 @@ def _add_update(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
-def _add_fault(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
+def _add_fault(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
     fault = tree.group(
         sub,
         "fault",
@@ -342,6 +282,46 @@ def _add_fault(tree: _Tree, sub: argparse._SubParsersAction[Parser]) -> None:
     clear.add_argument("point", nargs="?", metavar="POINT", help="the point (default: all)")
 
 
+def _add_machine(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> None:
+    device = tree.group(sub, "device", "the emulated machine's PCI devices")
+    tree.leaf(
+        device,
+        "list",
+        "device.list",
+        "list PCI devices (BDF, power, interrupts, DMA, holder) and hugetlb pools",
+        "List the machine's PCI devices: BDF, power state, interrupts, whether DMA runs, "
+        "and the session and token holding each; then the hugetlb pools. These are the "
+        "BDFs and page sizes a plan may name.",
+    )
+    kho = tree.group(sub, "kho", "the Kexec HandOver blob")
+    dump = tree.leaf(
+        kho,
+        "dump",
+        "kho.dump",
+        "write the KHO root blob (a device tree) to FILE or stdout",
+        "Write the KHO root blob, the flattened device tree the next kernel reads: the "
+        "outgoing one once an update has frozen, else the one the running kernel booted "
+        "from. Bytes go to --output, else to stdout when it is not a terminal: "
+        "`luoctl kho dump | dtc -I dtb -O dts` shows it as text.",
+    )
+    dump.add_argument("--output", "-o", metavar="FILE", help="write the blob to FILE")
+    which = dump.add_mutually_exclusive_group()
+    which.add_argument(
+        "--outgoing",
+        dest="source",
+        action="store_const",
+        const="outgoing",
+        help="only the handover written at freeze for the next kernel",
+    )
+    which.add_argument(
+        "--incoming",
+        dest="source",
+        action="store_const",
+        const="incoming",
+        help="only the handover the running kernel booted from",
+    )
+
+
 def build_parser() -> Parser:
     """The whole `luoctl` parser."""
     parser = Parser(
@@ -364,7 +344,7 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="bound connecting and each reply (default 30; update and kexec wait longer)",
     )
-    tree = _Tree()
+    tree = CommandTree()
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     tree.leaf(
         sub,
@@ -378,6 +358,7 @@ def build_parser() -> Parser:
     _add_file(tree, sub)
     _add_update(tree, sub)
     _add_fault(tree, sub)
+    _add_machine(tree, sub)
     events = tree.leaf(
         sub,
         "events",

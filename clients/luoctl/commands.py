@@ -25,6 +25,7 @@ from luoctl import human_sessions as hs
 from luoctl.context import Context, Outcome
 from luoctl.events import events
 from luoctl.human import Renderer, generic
+from luoctl.kho import kho_dump
 from luoctl.memfd import memfd_preserve, memfd_retrieve
 from luoctl.plans import load_plan
 from luoctl.progress import call_with_progress
@@ -148,6 +149,10 @@ def apply(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(request(ctx, "apply", {"plan": plan}))
 
 
+def device_list(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return Outcome(request(ctx, "device.list"))
+
+
 # --- the update -----------------------------------------------------------------------------
 
 
@@ -244,6 +249,8 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
     "fault.arm": _entry("fault.arm", fault_arm, hm.fault_arm),
     "fault.clear": _entry("fault.clear", fault_clear, hm.fault_clear),
     "events": _entry("events.subscribe", events, None),  # prints JSON lines itself
+    "device.list": _entry("device.list", device_list, hm.device_list),
+    "kho.dump": _entry("kho.dump", kho_dump, hm.kho_dump),
 }
 """Command key (`args.run`, set by `cli`) to its entry."""
 

@@ -51,13 +51,11 @@ def status(doc: Any) -> list[str]:
         ("loaded", doc.get("loaded")),
     ]
     if machine:
-        pairs.append(
-            (
-                "machine",
-                f"ram {human_bytes(machine.get('ram'))}, "
-                f"resident {human_bytes(machine.get('resident'))}",
-            )
-        )
+        ram, resident = human_bytes(machine.get("ram")), human_bytes(machine.get("resident"))
+        text = f"ram {ram}, resident {resident}"
+        if "pci_devices" in machine:
+            text += f", {machine['pci_devices']} PCI devices (luoctl device list)"
+        pairs.append(("machine", text))
     if doc.get("blocking"):
         pairs.append(("blocking", doc["blocking"]))
     pairs.append(("last update", _last_update(doc.get("last_update"))))
@@ -238,6 +236,43 @@ def _damage(damage: object) -> list[str]:
 
 
 # --- fault injection ------------------------------------------------------------------------
+
+
+def device_list(doc: Any) -> list[str]:
+    doc = as_map(doc)
+    rows = []
+    for dev in (as_map(d) for d in as_list(doc.get("devices"))):
+        holder = as_map(dev.get("held_by"))
+        held = f"{holder['session']}/{holder['token']}" if holder else None
+        running = as_map(dev.get("dma")).get("running")
+        rows.append([dev.get("bdf"), dev.get("power"), dev.get("irq"), running, held])
+    lines = table(["BDF", "POWER", "IRQ", "DMA", "HELD BY"], rows) if rows else ["no PCI devices"]
+    pools = [as_map(p) for p in as_list(doc.get("hugetlb"))]
+    lines.append("")
+    if pools:
+        lines += table(
+            ["HUGETLB", "PAGES", "FREE", "ASKED"],
+            [
+                [human_bytes(p.get("page_size")), p.get("total"), p.get("free"), p.get("requested")]
+                for p in pools
+            ],
+        )
+    else:
+        lines.append("no hugetlb pools")
+    return lines
+
+
+def kho_dump(doc: Any) -> list[str]:
+    doc = as_map(doc)
+    lines = [
+        f"KHO {cell(doc.get('source'))} handover: {cell(doc.get('compatible'))}, "
+        f"{cell(doc.get('size'))} bytes, sha256 {cell(doc.get('sha256'))}"
+    ]
+    if doc.get("output"):
+        lines.append(f"written to {doc['output']} (dtc -I dtb -O dts {doc['output']})")
+    else:
+        lines.append("not written: stdout is a terminal (use --output FILE, or | dtc -I dtb)")
+    return lines
 
 
 def fault_list(doc: Any) -> list[str]:

@@ -13,15 +13,16 @@ import argparse
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, Final
 
 from luoctl.context import Context, Outcome
 from luoctl.failures import CliError, os_errno_name
 from luoctl.output import stdout_is_terminal
+from luoctl.progress import ByteProgress, watching
 from luod.ipc.fdpass import close_fds
 
-__all__ = ["copy_out", "memfd_preserve", "memfd_retrieve", "open_source"]
+__all__ = ["copy_out", "memfd_preserve", "memfd_retrieve", "open_output", "open_source"]
 
 CHUNK: Final = 1 << 20
 """Bytes per read when copying a retrieved memfd (memory stays flat for a 1G memfd)."""
@@ -80,8 +81,11 @@ def memfd_preserve(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome({**defaults, **result} if isinstance(result, Mapping) else defaults)
 
 
-def copy_out(fd: int, sink: BinaryIO | None) -> tuple[int, str]:
-    """Copy `fd`'s bytes from offset 0 to EOF into `sink` (None: only hash them).
+def copy_out(
+    fd: int, sink: BinaryIO | None, progress: Callable[[int], None] | None = None
+) -> tuple[int, str]:
+    """Copy `fd`'s bytes from offset 0 to EOF into `sink` (None: only hash them), telling
+    `progress` the bytes copied so far after each chunk.
 
     Reads with pread: the retrieved memfd is positioned at its preserved pos, which must
     neither limit the copy nor be moved. Returns (bytes copied, sha256 hex).
@@ -96,12 +100,15 @@ def copy_out(fd: int, sink: BinaryIO | None) -> tuple[int, str]:
         if sink is not None:
             sink.write(chunk)
         offset += len(chunk)
+        if progress is not None:
+            progress(offset)
     if sink is not None:
         sink.flush()
     return offset, digest.hexdigest()
 
 
-def _open_output(path: str) -> BinaryIO:
+def open_output(path: str) -> BinaryIO:
+    """`--output FILE` opened for writing (created or truncated); a failure is exit 1."""
     try:
         return open(path, "wb")  # the caller closes it (a `with` around the copy)
     except OSError as exc:
@@ -127,8 +134,11 @@ def memfd_retrieve(ctx: Context, args: argparse.Namespace) -> Outcome:
                 object=args.session,
             )
         if args.output is not None:
-            with _open_output(args.output) as sink:
-                copied, sha256 = copy_out(fds[0], sink)
+            shown = ByteProgress(ctx.out, "copied", os.fstat(fds[0]).st_size)
+            with open_output(args.output) as sink:
+                copied, sha256 = copy_out(fds[0], sink, shown if watching(ctx) else None)
+            if watching(ctx):
+                shown.done(copied)
             written_to = args.output
         elif to_stdout:
             copied, sha256 = copy_out(fds[0], ctx.out.binary_stdout())

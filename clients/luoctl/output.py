@@ -48,6 +48,7 @@ class Output:
 
     def __init__(self, *, json: bool) -> None:
         self.json = json
+        self._inline = False  # a progress line is open on stderr (no newline yet)
 
     # --- success -------------------------------------------------------------------------
 
@@ -74,9 +75,20 @@ class Output:
         return sys.stdout.buffer
 
     def progress(self, line: str) -> None:
-        """A progress line on stderr; callers only use it on a terminal without --json."""
-        sys.stderr.write(line + "\n")
+        """A progress line on stderr; callers only use it on a terminal without --json.
+        It ends a line `progress_inline` left open."""
+        sys.stderr.write(self._over() + line + "\n")
         sys.stderr.flush()
+        self._inline = False
+
+    def progress_inline(self, line: str) -> None:
+        """A progress line that the next one overwrites."""
+        sys.stderr.write(self._over() + line)
+        sys.stderr.flush()
+        self._inline = True
+
+    def _over(self) -> str:
+        return "\r\x1b[K" if self._inline else ""  # carriage return, erase the line
 
     # --- failure -------------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class Daemon:
             "machine": {
                 "ram": host.machine.memory.size_bytes,
                 "resident": host.machine.memory.resident_bytes(),
+                "pci_devices": len(host.machine.pci),
             },
             "device_error": host.device_error,
             "daemon": {"version": __version__, "pid": os.getpid(), **self.records.status()},

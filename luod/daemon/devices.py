@@ -1,7 +1,9 @@
-"""The emulated machine's PCI devices as clients see them: lookup by BDF and their state.
+"""The emulated machine's PCI devices as clients see them: lookup by BDF, their state,
+and the list a plan picks from.
 
 The `device.*` methods read and drive devices through here; a device's DMA engine is
 verified on every look, and a window that no longer translates is reported, not raised.
+A BDF that names no device is answered with the BDFs there are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from luod.hw.dma import RingCheck
 from luod.hw.iommu import IommuFault
 from luod.hw.machine import Machine
 from luod.hw.pci import PciDevice
+from luod.kernel_model.kernel import Kernel
+from luod.kernel_model.vfio_pci.file import VfioDeviceFile
 
 
 def device(machine: Machine, bdf: str) -> PciDevice:
@@ -23,7 +27,7 @@ def device(machine: Machine, bdf: str) -> PciDevice:
     except (KeyError, ValueError):
         raise DaemonError(
             "NoSuchDevice",
-            f"no PCI device at {bdf} (luod --pci N plugs in N devices)",
+            f"{machine.pci.not_found(bdf)} (luod --pci N plugs in N devices)",
             errno=errno.ENOENT,
             obj=bdf,
         ) from None
@@ -57,3 +61,25 @@ def device_object(machine: Machine, bdf: str) -> dict[str, Any]:
             "ring_error": ring_error,
         },
     }
+
+
+def device_list(kernel: Kernel, *, sessions_readable: bool = True) -> dict[str, Any]:
+    """Every PCI device, with the session file holding it (None when no session does, or
+    when LUO's sessions cannot be read), then the kernel's hugetlb pools."""
+    holders: dict[str, dict[str, Any]] = {}
+    luo = kernel.luo
+    if luo is not None and sessions_readable:
+        for direction, table in (("outgoing", luo.outgoing), ("incoming", luo.incoming)):
+            for name, session in table.items():
+                for f in session.files:
+                    if isinstance(f.file, VfioDeviceFile):
+                        holders[f.file.bdf] = {
+                            "session": name,
+                            "direction": direction,
+                            "token": f.token,
+                        }
+    devices = [
+        {**device_object(kernel.machine, dev.bdf), "held_by": holders.get(dev.bdf)}
+        for dev in kernel.machine.pci
+    ]
+    return {"devices": devices, "hugetlb": kernel.hugetlb.status()}

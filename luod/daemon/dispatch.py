@@ -18,11 +18,9 @@ from typing import Any
 import structlog
 
 from luod.daemon.connection import ClientConnection
-from luod.daemon.errors import DaemonError, error_reply
-from luod.ipc.errors import RemoteProtocolError
+from luod.daemon.errors import INTERNAL_ERROR, DaemonError, error_reply
 from luod.ipc.messages import ErrorReply, Reply, Request
 from luod.ipc.methods import METHODS
-from luod.kernel_model.errors import KernelError
 
 log = structlog.get_logger("luod.server")
 
@@ -77,8 +75,16 @@ class Dispatcher:
                 raise DaemonError("MissingFds", problem, errno=errno.EBADF)
             result, fds = await self.handlers[request.method](conn, params, request)
             return Reply(id=request.id, result=result, fds=fds)
-        except (DaemonError, KernelError, RemoteProtocolError) as exc:
-            return error_reply(request.id, exc)
-        except Exception as exc:  # a bug: answer it, log it, keep serving
-            log.exception("request_failed", conn=conn.id, method=request.method)
-            return error_reply(request.id, exc)
+        except Exception as exc:
+            reply = error_reply(request.id, exc)
+            if reply.error.name == INTERNAL_ERROR:  # a bug: answer it, log it, keep serving
+                log.exception("request_failed", conn=conn.id, method=request.method)
+            else:  # the caller's mistake or a refusal: theirs to read, no fault of ours
+                log.info(
+                    "request_refused",
+                    conn=conn.id,
+                    method=request.method,
+                    error=reply.error.name,
+                    message=reply.error.message,
+                )
+            return reply

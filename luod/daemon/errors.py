@@ -46,6 +46,11 @@ def incompatible(message: str, target: str) -> DaemonError:
     return DaemonError("Incompatible", message, errno=_errno.ENOEXEC, obj=target)
 
 
+INTERNAL_ERROR = "luod.InternalError"
+"""The wire name of luod's own faults (a bug, never the caller's input): the only errors
+logged with a traceback."""
+
+
 def wire_error(exc: BaseException) -> ErrorInfo:
     """The wire form of any error a request (or an update) can end with: the one mapping.
 
@@ -63,7 +68,7 @@ def wire_error(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ImageError):
         return ErrorInfo(name="luod.BadImage", errno="EINVAL", message=str(exc), object=None)
     return ErrorInfo(
-        name="luod.InternalError",
+        name=INTERNAL_ERROR,
         errno="EIO",
         message=f"{type(exc).__name__}: {exc}",
         object=None,

@@ -28,7 +28,7 @@ from luod.daemon.objects import ObjectTable
 from luod.daemon.owners import OWNERS_SESSION, RESERVED_PREFIX, Caller, Owners
 from luod.hw.machine import Machine
 from luod.ipc.plans import ObjectSpec, Plan
-from luod.kernel_model.errors import KernelError, NoSuchSession
+from luod.kernel_model.errors import KernelError
 from luod.kernel_model.faults import FaultInjector
 from luod.kernel_model.images import KernelImage, resolve
 from luod.kernel_model.kernel import BootConfig, Kernel
@@ -111,14 +111,14 @@ class Host:
     def outgoing(self, caller: Caller, name: str) -> OutgoingSession:
         session = self.luo.outgoing.get(name)
         if session is None or name == OWNERS_SESSION:
-            raise NoSuchSession(f"no outgoing session {name!r}", obj=name)
+            raise self.owners.missing(caller, self.luo, name, "outgoing")
         self.owners.check(caller, "outgoing", name)
         return session
 
     def incoming(self, caller: Caller, name: str) -> IncomingSession:
         session = self.luo.incoming.get(name)
         if session is None or name == OWNERS_SESSION:
-            raise NoSuchSession(f"no incoming session {name!r}", obj=name)
+            raise self.owners.missing(caller, self.luo, name, "incoming")
         self.owners.check(caller, "incoming", name)
         return session
 
@@ -338,8 +338,6 @@ class Host:
         file = self.luo.retrieve_file(session, token)
         f = session.by_token(token)
         return {"token": token, "type": file.file_type, "format": f.compatible}
-
-    # -- images and compatibility -------------------------------------------------------------
 
     # -- the global events ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import json
 import attrs
 
 from luod.daemon.errors import not_owner
-from luod.kernel_model.errors import KernelError
+from luod.kernel_model.errors import KernelError, NoSuchSession
 from luod.kernel_model.faults import FaultInjector
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.core import Luo
@@ -52,6 +52,26 @@ class Owners(dict[tuple[str, str], int]):
             raise not_owner(
                 f"{direction} session {name!r}", self.owner(direction, name), caller.uid
             )
+
+    def missing(self, caller: Caller, luo: Luo, name: str, wanted: str) -> NoSuchSession:
+        """What is true of a session that is not where the caller looked (`wanted`): it
+        does not exist at all (another uid's is the same to the caller), or it exists in
+        the other direction."""
+        other = "outgoing" if wanted == "incoming" else "incoming"
+        sessions = luo.outgoing if other == "outgoing" else luo.incoming
+        if name not in sessions or name == OWNERS_SESSION or not self.may(caller, other, name):
+            return NoSuchSession(f"no session {name!r}", obj=name)
+        if other == "outgoing":
+            return NoSuchSession(
+                f"{name} is outgoing; only sessions from the previous kernel can be "
+                "retrieved or finished",
+                obj=name,
+            )
+        return NoSuchSession(
+            f"{name} is incoming (from the previous kernel); retrieve it, or create a new "
+            "session to preserve into",
+            obj=name,
+        )
 
     def forget_incoming(self) -> None:
         for key in [k for k in self if k[0] == "incoming"]:

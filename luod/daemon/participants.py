@@ -144,6 +144,8 @@ class Roster:
             )
         participant.state = f"{phase}d" if ok else f"refused {phase}"
         barrier.answer(participant.name, ok, reason)
+        if not barrier.done.is_set():
+            self._publish_waiting(barrier)
 
     def disconnected(self, conn: Member) -> None:
         participant = conn.participant
@@ -172,6 +174,15 @@ class Roster:
             assert p.conn is not None
             p.conn.send_event_nowait(event, **data)
 
+    def _publish_waiting(self, barrier: Barrier) -> None:
+        """Who the update waits for now: what `luoctl update` shows a person watching."""
+        self.bus.publish(
+            "update.waiting",
+            update_id=barrier.update_id,
+            phase=barrier.phase,
+            participants=sorted(barrier.waiting),
+        )
+
     async def wait_for_all(self, update_id: int, phase: str, deadline: float) -> None:
         """Send `phase` to every connected participant and wait for all their acks."""
         active = self.connected()
@@ -180,6 +191,7 @@ class Roster:
         barrier = Barrier(update_id, phase, {p.name for p in active})
         self.barrier = barrier
         self._status(f"waiting for {len(active)} participant(s) to {phase}")
+        self._publish_waiting(barrier)
         try:
             for p in active:
                 p.state = f"{phase} requested"

@@ -102,7 +102,14 @@ class PciBus:
         try:
             return self._devices[parse_bdf(bdf)]
         except KeyError:
-            raise KeyError(f"no PCI device at {bdf}") from None
+            raise KeyError(self.not_found(bdf)) from None
+
+    def not_found(self, bdf: str) -> str:
+        """The message for a BDF that names no device: it lists the ones there are, so a
+        plan needs no guessing."""
+        if not self._devices:
+            return f"no PCI device at {bdf}: the machine has none"
+        return f"no PCI device at {bdf}; the machine has {', '.join(self._devices)}"
 
     def __contains__(self, bdf: object) -> bool:
         if not isinstance(bdf, str):

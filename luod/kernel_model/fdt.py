@@ -199,6 +199,14 @@ def encode_fdt(root: FdtNode, *, boot_cpuid_phys: int = 0) -> bytes:
     return header + _RSV_ENTRY.pack(0, 0) + dt_struct + dt_strings
 
 
+def trim_fdt(raw: bytes | memoryview, *, max_size: int) -> bytes:
+    """The blob alone, its header's `totalsize` bytes, out of a larger buffer such as the
+    page it sits in (what `dtc` expects to read)."""
+    view = memoryview(raw)
+    _check_header(view, max_size)
+    return bytes(view[: _HEADER.unpack_from(view)[1]])
+
+
 def _check_header(raw: memoryview, max_size: int) -> tuple[bytes, int, int, int, int]:
     """Check header and block layout; return data and struct/strings start and end."""
     if len(raw) < _HEADER.size:

@@ -3,6 +3,8 @@ leaves state normal with every object intact and usable."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 
@@ -150,3 +152,31 @@ async def test_resumed_on_a_new_connection_then_gone_does_not_block(luod: Runnin
     async with open_client(str(luod.path), "luoctl") as ctl:
         result = (await ctl.call("update", {"target": "7.3.0", "timeout": 2.0})).result
         assert result["to"] == "7.3.0"
+
+
+async def test_update_says_whom_it_waits_for_as_answers_come_in(luod: Running) -> None:
+    """`update.waiting` at the start of each barrier, and again after each answer that
+    leaves someone waiting: what `luoctl update` shows a person."""
+
+    async def quiet(name: str, task_status: trio.TaskStatus[None]) -> None:
+        async with open_client(str(luod.path), name) as client:
+            await client.call("session.create", {"name": name})
+            await client.call("participant.register", {"name": name, "sessions": [name]})
+            await client.call("participant.ready", {})
+            task_status.started()
+            with contextlib.suppress(ConnectionLost):  # the kexec ends the connection
+                await follow(client, "ack")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(quiet, "vmA")
+        await nursery.start(quiet, "vmB")
+        async with open_client(str(luod.path), "luoctl") as ctl:
+            await ctl.call("update", {"target": "7.3.0"})
+    waiting = [
+        (e.data["phase"], len(e.data["participants"]))
+        for e in luod.daemon.bus.recent()
+        if e.event == "update.waiting"
+    ]
+    assert waiting == [("prepare", 2), ("prepare", 1), ("freeze", 2), ("freeze", 1)]
+    first = next(e for e in luod.daemon.bus.recent() if e.event == "update.waiting")
+    assert first.data["participants"] == ["vmA", "vmB"]

@@ -12,7 +12,17 @@ from __future__ import annotations
 from luoctl.commands import COMMANDS
 from luod.ipc.methods import METHODS
 
-ANYONE = {"status", "kernel.list", "kernel.show", "kernel.matrix", "check", "events"}
+# `kho dump` reads the machine as `status` does (CLI.md predates it).
+ANYONE = {
+    "status",
+    "kernel.list",
+    "kernel.show",
+    "kernel.matrix",
+    "check",
+    "events",
+    "device.list",
+    "kho.dump",
+}
 OWN_SESSIONS = {
     "session.create",
     "session.list",

@@ -75,6 +75,7 @@ class TestUpdateProgress:
         self, daemon: FakeDaemon, luoctl: Luoctl, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        monkeypatch.setattr("luoctl.progress.stdout_is_terminal", lambda: True)
         daemon.answers["update"] = Answer(result=UPDATE, events_before=PHASES)
         run = luoctl("update", "--to", "7.0.0")
         assert run.code == 0
@@ -90,10 +91,35 @@ class TestUpdateProgress:
         ]
         assert run.out.startswith("6.19.0 -> 7.0.0: blackout 2.0 ms\n")
 
+    def test_names_who_the_update_waits_for(
+        self, daemon: FakeDaemon, luoctl: Luoctl, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        monkeypatch.setattr("luoctl.progress.stdout_is_terminal", lambda: True)
+        waiting = {"update_id": 1, "phase": "freeze", "participants": ["vmm1", "vmm2"]}
+        daemon.answers["update"] = Answer(
+            result=UPDATE, events_before=[("update.waiting", waiting)]
+        )
+        run = luoctl("update", "--to", "7.0.0")
+        assert run.code == 0
+        assert run.err.splitlines()[0].split("] ")[1] == (
+            "update.waiting update_id=1 phase=freeze participants=vmm1,vmm2"
+        )
+
+    def test_not_when_stdout_is_not_a_terminal(
+        self, daemon: FakeDaemon, luoctl: Luoctl, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        daemon.answers["update"] = Answer(result=UPDATE, events_before=PHASES)
+        run = luoctl("update", "--to", "7.0.0")
+        assert run.code == 0 and run.err == ""
+        assert daemon.methods() == ["update"]
+
     def test_not_with_json(
         self, daemon: FakeDaemon, luoctl: Luoctl, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        monkeypatch.setattr("luoctl.progress.stdout_is_terminal", lambda: True)
         daemon.answers["update"] = Answer(result=UPDATE, events_before=PHASES)
         run = luoctl("update", "--to", "7.0.0", json=True)
         assert run.code == 0 and run.err == "" and run.json() == UPDATE

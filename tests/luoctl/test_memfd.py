@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from luoctl.human import human_bytes
 from luoctl.main import main
 
 from .conftest import Luoctl
@@ -162,6 +163,22 @@ class TestRetrieve:
         run = luoctl("memfd", "retrieve", "vm1", "-t", "9")
         assert run.code == 0
         assert run.out.splitlines()[-1] == "not written: stdout is a terminal (use --output FILE)"
+
+    def test_progress_only_for_a_person_at_a_terminal(
+        self, luoctl: Luoctl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = tmp_path / "o"
+        monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        run = luoctl("memfd", "retrieve", "vm1", "-t", "9", "-o", str(out), json=True)
+        assert run.err == ""  # --json: never
+        run = luoctl("memfd", "retrieve", "vm1", "-t", "9", "-o", str(out))
+        assert run.err == ""  # stdout is not a terminal: never
+        monkeypatch.setattr("luoctl.progress.stdout_is_terminal", lambda: True)
+        run = luoctl("memfd", "retrieve", "vm1", "-t", "9", "-o", str(out))
+        assert run.code == 0 and out.read_bytes() == CONTENT
+        assert run.err.endswith(f"luoctl: copied {human_bytes(len(CONTENT))} of "
+                                f"{human_bytes(len(CONTENT))} (100%)\n")  # fmt: skip
+        assert run.out.splitlines()[-1] == f"written to {out}"
 
     def test_unwritable_output(self, luoctl: Luoctl, tmp_path: Path) -> None:
         run = luoctl("memfd", "retrieve", "vm1", "-t", "9", "-o", str(tmp_path / "no" / "x"))

@@ -1,11 +1,11 @@
-"""The machine and its kernels, read-only or nearly: `status`, the image catalog and the
-PCI devices (`device.*` drive a device's interrupts, power and DMA engine for tests and
-VMMs).
+"""The machine and its kernels, read-only or nearly: `status`, the image catalog, the KHO
+handover (`kho.dump`) and the PCI devices (`device.list` for plans; `device.*` drive a
+device's interrupts, power and DMA engine for tests and VMMs).
 """
 
 from __future__ import annotations
 
-from luod.daemon import compat, devices
+from luod.daemon import compat, devices, handover
 from luod.daemon.connection import ClientConnection
 from luod.daemon.dispatch import MethodGroup, Result
 from luod.hw.pci import PowerState
@@ -63,3 +63,15 @@ async def _device_dma(c: ClientConnection, p: m.DeviceDma, r: Request) -> Result
 async def _device_show(c: ClientConnection, p: m.DeviceShow, r: Request) -> Result:
     c.daemon.clock.tick()
     return devices.device_object(c.daemon.host.machine, p.bdf), []
+
+
+@group("device.list")
+async def _device_list(c: ClientConnection, p: m.DeviceList, r: Request) -> Result:
+    c.daemon.clock.tick()
+    host = c.daemon.host
+    return devices.device_list(host.kernel, sessions_readable=host.device_error is None), []
+
+
+@group("kho.dump")
+async def _kho_dump(c: ClientConnection, p: m.KhoDump, r: Request) -> Result:
+    return handover.kho_dump(c.daemon.host.kernel, p.source), []

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from luod.hw.memory import PAGE_SHIFT, PAGE_SIZE, PhysicalMemory
 from luod.kernel_model.errors import KernelError, NoSuchSubtree, RestoreRefused
 from luod.kernel_model.extents import Extents, Int64Array
-from luod.kernel_model.fdt import FdtError, decode_fdt
+from luod.kernel_model.fdt import FdtError, decode_fdt, trim_fdt
 from luod.kernel_model.kho.formats import FORMATS, MemMapCorrupt
 from luod.kernel_model.kho.outgoing import (
     ROOT_MAP_PROP,
@@ -47,8 +47,10 @@ class KhoIn:
         scratch: ScratchLayout,
         subtrees: dict[str, tuple[int, int]],
         preserved: PreservedSet,
+        root_blob: bytes = b"",
     ) -> None:
         self.root_phys = root_phys
+        self.root_blob = root_blob  # the FDT as handed over, for `luoctl kho dump`
         self.compatible = compatible
         self.scratch = scratch
         self.subtrees = subtrees
@@ -61,7 +63,9 @@ class KhoIn:
         if root_phys % PAGE_SIZE or root_phys + PAGE_SIZE > memory.size_bytes:
             raise KhoRootRejected(f"KHO root address {root_phys:#x} is misaligned or outside RAM")
         try:
-            root = decode_fdt(memory.read_at(root_phys, PAGE_SIZE), max_size=PAGE_SIZE)
+            page = memory.read_at(root_phys, PAGE_SIZE)
+            root = decode_fdt(page, max_size=PAGE_SIZE)
+            root_blob = trim_fdt(page, max_size=PAGE_SIZE)
             compatible = root.get_str("compatible")
             if compatible not in readable or compatible not in FORMATS:
                 raise KhoRootRejected(
@@ -85,7 +89,7 @@ class KhoIn:
             preserved = FORMATS[compatible].read(memory, map_phys)
         except MemMapCorrupt as exc:
             raise KhoRootRejected(f"KHO preserved-memory map is corrupt: {exc}") from exc
-        kho = cls(root_phys, compatible, scratch, subtrees, preserved)
+        kho = cls(root_phys, compatible, scratch, subtrees, preserved, root_blob)
         if kho.preserved_extents.total() != preserved.frame_count():
             raise KhoRootRejected("KHO preserved-memory map lists overlapping blocks")
         if kho.preserved_extents & scratch.extents():

@@ -27,7 +27,7 @@ from luod.kernel_model.errors import (
     SubtreeExists,
 )
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.fdt import FdtNode, encode_fdt
+from luod.kernel_model.fdt import FdtNode, encode_fdt, trim_fdt
 from luod.kernel_model.kho.formats import FORMATS, MemMapFormat
 from luod.kernel_model.kho.preserved import PreservedSet
 from luod.kernel_model.mm import FrameAllocator
@@ -179,6 +179,12 @@ class KhoOut:
         self.memory.write(self.root_pfn, blob.ljust(PAGE_SIZE, b"\0"))
         self._map_frames = used
         return self.root_phys
+
+    def root_blob(self) -> bytes | None:
+        """The root FDT as the next kernel will read it; None until `finalize`."""
+        if not self.finalized:
+            return None
+        return trim_fdt(self.memory.read_at(self.root_phys, PAGE_SIZE), max_size=PAGE_SIZE)
 
     def abort(self) -> None:
         """Undo `finalize`: the map is freed and preservation may change again."""

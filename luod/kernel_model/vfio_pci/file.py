@@ -28,7 +28,7 @@ class VfioDeviceFile(File):
         try:
             self.device: PciDevice = machine.pci[bdf]
         except KeyError:
-            raise KernelError(f"no PCI device at {bdf}", errno=errno.ENOENT, obj=bdf) from None
+            raise KernelError(machine.pci.not_found(bdf), errno=errno.ENOENT, obj=bdf) from None
         self.machine = machine
         self.bdf = self.device.bdf
         self.iommufd: IommufdFile | None = None
