@@ -21,6 +21,7 @@ from luoctl.failures import CliError, os_errno_name
 from luoctl.output import stdout_is_terminal
 from luoctl.progress import ByteProgress, watching
 from luod.ipc.fdpass import close_fds
+from luod.ipc.messages import Event
 
 __all__ = ["copy_out", "memfd_preserve", "memfd_retrieve", "open_output", "open_source"]
 
@@ -66,7 +67,14 @@ def memfd_preserve(ctx: Context, args: argparse.Namespace) -> Outcome:
             params["name"] = args.name
         if args.page_size is not None:
             params["page_size"] = args.page_size
+        shown = ByteProgress(ctx.out, "copied", source_size) if watching(ctx) else None
+        if shown is not None:
+            params["progress"] = True
+            ctx.link.set_event_tap(lambda event: _copied(shown, event))
         reply = ctx.link.call("memfd.preserve", params, fds=[fd])
+        if shown is not None:
+            ctx.link.set_event_tap(None)
+            shown.done(source_size if args.size is None else min(args.size, source_size))
     finally:
         if owned:  # an inherited --fd is the caller's
             os.close(fd)
@@ -79,6 +87,12 @@ def memfd_preserve(ctx: Context, args: argparse.Namespace) -> Outcome:
     }
     result = reply.result
     return Outcome({**defaults, **result} if isinstance(result, Mapping) else defaults)
+
+
+def _copied(shown: ByteProgress, event: Event) -> None:
+    """A `memfd.progress` event from the daemon copying our file."""
+    if event.event == "memfd.progress" and isinstance(event.data.get("copied"), int):
+        shown(event.data["copied"])
 
 
 def copy_out(

@@ -6,7 +6,8 @@ and how. For `update` and `kexec`: subscribe to events on the same connection be
 call, then render each event as it arrives while the call waits (through
 `DaemonLink.set_event_tap`), including who the update waits for. If the daemon cannot
 subscribe, the command runs without progress: it is a nicety, never a reason to fail. For
-copies (`memfd retrieve --output`): `ByteProgress`, one line rewritten in place.
+copies (`memfd preserve --from`, from the daemon's `memfd.progress` events, and `memfd
+retrieve --output`): `ByteProgress`, one line rewritten in place.
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import attrs
 
-from luod.daemon import memfd_bridge
-from luod.daemon.errors import DaemonError, error_json
+from luod.daemon import memfd_bridge, views
+from luod.daemon.errors import DaemonError
 from luod.daemon.objects import ObjectTable
 from luod.daemon.owners import OWNERS_SESSION, RESERVED_PREFIX, Caller, Owners
 from luod.hw.machine import Machine
@@ -167,33 +167,7 @@ class Host:
         self.owners.forget_incoming()
 
     def session_object(self, session: OutgoingSession | IncomingSession) -> dict[str, Any]:
-        if isinstance(session, OutgoingSession):
-            direction = "outgoing"
-            files: list[dict[str, Any]] = [
-                {"token": f.token, "type": f.handler.file_type, "format": f.compatible}
-                for f in session.files
-            ]
-            extra: dict[str, Any] = {}
-        else:
-            direction = "incoming"
-            files = [
-                {
-                    "token": f.token,
-                    "type": f.handler.file_type,
-                    "format": f.compatible,
-                    "retrieved": f.status > 0,
-                    "error": None if f.error is None else error_json(f.error),
-                }
-                for f in session.files
-            ]
-            extra = {"retrieved": session.retrieved, "stuck": session.stuck}
-        return {
-            "name": session.name,
-            "direction": direction,
-            "owner": self.owners.owner(direction, session.name),
-            "files": files,
-            **extra,
-        }
+        return views.session_object(session, self.owners)
 
     def sessions(self, caller: Caller | None = None) -> list[dict[str, Any]]:
         if self.device_error is not None:
@@ -223,18 +197,37 @@ class Host:
         seals: list[str],
         name: str = "",
         page_size: int = 4096,
-    ) -> dict[str, Any]:
+    ) -> Generator[tuple[int, int], None, dict[str, Any]]:
         """Copy the bytes of a real fd into a new emulated memfd (of `page_size` pages:
-        2 MiB and 1 GiB come from the hugetlb pools) and preserve it."""
-        session = self.outgoing(caller, session_name)
-        memfd_bridge.check_source(source, f"{session_name}/{token:#x}")
+        2 MiB and 1 GiB come from the hugetlb pools) and preserve it; returns {token,
+        size, seals, type}. A generator: it yields (bytes done, bytes in all) after each
+        chunk so that the caller may serve others in between (`memfd_bridge.run_steps`
+        runs it in one go). Whatever ran meanwhile is checked after: a kexec drops the
+        copy (its frames went with the old kernel), and the session is looked up again
+        before the preserve."""
+        where = f"{session_name}/{token:#x}"
+        self.outgoing(caller, session_name)
+        memfd_bridge.check_source(source, where)
         extra = Seal.from_names(seals)
-        memfd = self.kernel.new_memfd(name or session_name, page_size=page_size)
+        kernel = self.kernel
+        memfd = kernel.new_memfd(name or session_name, page_size=page_size)
         try:
-            memfd_bridge.fill(memfd, source, size, memfd_bridge.source_seals(source) | extra)
+            for step in memfd_bridge.fill_steps(
+                memfd, source, size, memfd_bridge.source_seals(source) | extra
+            ):
+                yield step
+                if self.kernel is not kernel:
+                    raise DaemonError(
+                        "KernelChanged",
+                        f"the kernel changed while copying into {where}; nothing was preserved",
+                        errno=errno.EBUSY,
+                        obj=where,
+                    )
+            session = self.outgoing(caller, session_name)
             self.luo.preserve(session, token, memfd)
         except BaseException:
-            memfd.release()
+            if self.kernel is kernel:
+                memfd.release()
             raise
         return {
             "token": token,

@@ -13,10 +13,14 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Generator, Iterator
+from typing import Any, TypeVar
 
 from luod.daemon.errors import DaemonError
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.seals import Seal
+
+_T = TypeVar("_T")
 
 COPY_CHUNK = 8 << 20
 SEAL_BITS = {
@@ -56,12 +60,13 @@ def source_seals(source: int) -> Seal:
     return Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
 
 
-def copy_fd_into(
+def copy_steps(
     memfd: MemfdFile, source: int, length: int | None, chunk: int = COPY_CHUNK
-) -> None:
+) -> Iterator[tuple[int, int]]:
     """Copy a real fd's data extents (holes stay holes) into an emulated memfd, which
-    ends up `length` bytes long (default: the source's size). It is sized before the first
-    write, in one step: a hugetlb memfd only takes whole huge pages."""
+    ends up `length` bytes long (default: the source's size), yielding (bytes done, bytes
+    in all) after each chunk. The memfd is sized before the first write, in one step: a
+    hugetlb memfd only takes whole huge pages."""
     size = os.fstat(source).st_size
     end = size if length is None else min(size, length)
     final = size if length is None else length
@@ -82,13 +87,24 @@ def copy_fd_into(
             data = os.pread(source, min(chunk, hi - at), at)
             if data.strip(b"\0"):
                 memfd.write(at, data)
+            yield at + len(data), end
         offset = hi
 
 
-def fill(memfd: MemfdFile, source: int, size: int | None, seals: Seal) -> None:
+def copy_fd_into(
+    memfd: MemfdFile, source: int, length: int | None, chunk: int = COPY_CHUNK
+) -> None:
+    """`copy_steps` in one go."""
+    for _ in copy_steps(memfd, source, length, chunk):
+        pass
+
+
+def fill_steps(
+    memfd: MemfdFile, source: int, size: int | None, seals: Seal
+) -> Iterator[tuple[int, int]]:
     """Make `memfd` a copy of `source` (truncated or extended to `size` if given), sealed
-    with `seals`."""
-    copy_fd_into(memfd, source, size)
+    with `seals`, yielding progress as `copy_steps` does."""
+    yield from copy_steps(memfd, source, size)
     if size is not None:
         memfd.truncate(size)
     if seals:
@@ -121,3 +137,13 @@ def to_real_memfd(file: MemfdFile, name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def run_steps(steps: Generator[Any, None, _T]) -> _T:
+    """Run a step generator (`Host.memfd_from_fd`) to its end, in one go; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: _T = done.value
+            return result

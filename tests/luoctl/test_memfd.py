@@ -54,6 +54,33 @@ class TestPreserve:
         assert seen.params == {"session": "vm1", "token": 1, "size": None, "seals": ["seal"]}
         assert seen.fd_contents == [CONTENT] and seen.fd_is_memfd == [False]
 
+    def test_progress_for_a_person_at_a_terminal(
+        self,
+        daemon: FakeDaemon,
+        luoctl: Luoctl,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        source = tmp_path / "guest.bin"
+        source.write_bytes(CONTENT)
+        half = {"session": "vm1", "token": 1, "copied": len(CONTENT) // 2, "total": len(CONTENT)}
+        daemon.answers["memfd.preserve"] = Answer(
+            result={"token": 1, "size": len(CONTENT), "seals": []},
+            events_before=[("memfd.progress", half)],
+        )
+        run = luoctl("memfd", "preserve", "vm1", "-t", "1", "--from", str(source))
+        assert run.err == "" and "progress" not in daemon.requests[-1].params
+        monkeypatch.setattr("luoctl.progress.stderr_is_terminal", lambda: True)
+        monkeypatch.setattr("luoctl.progress.stdout_is_terminal", lambda: True)
+        run = luoctl("memfd", "preserve", "vm1", "-t", "1", "--from", str(source), json=True)
+        assert run.err == "" and "progress" not in daemon.requests[-1].params  # --json: never
+        run = luoctl("memfd", "preserve", "vm1", "-t", "1", "--from", str(source))
+        assert run.code == 0, run.err
+        assert daemon.requests[-1].params["progress"] is True
+        total = human_bytes(len(CONTENT))
+        assert run.err.startswith(f"luoctl: copied {human_bytes(len(CONTENT) // 2)} of {total}")
+        assert run.err.endswith(f"luoctl: copied {total} of {total} (100%)\n")
+
     def test_options(self, daemon: FakeDaemon, luoctl: Luoctl, tmp_path: Path) -> None:
         source = tmp_path / "f"
         source.write_bytes(b"abc")

@@ -5,6 +5,12 @@ before preserving them in dependency order.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
+import trio
+
+from luod.daemon import memfd_bridge
 from luod.daemon.connection import ClientConnection
 from luod.daemon.dispatch import MethodGroup, Result
 from luod.ipc import methods as m
@@ -12,11 +18,14 @@ from luod.ipc.messages import Request
 
 group = MethodGroup("files")
 
+PROGRESS_INTERVAL = 0.2  # seconds between `memfd.progress` events
+
 
 @group("memfd.preserve")
 async def _memfd_preserve(c: ClientConnection, p: m.MemfdPreserve, r: Request) -> Result:
     c.holds_files = True
-    result = c.daemon.host.memfd_from_fd(
+    host = c.daemon.host
+    steps = host.memfd_from_fd(
         c.caller,
         p.session,
         p.token,
@@ -26,6 +35,10 @@ async def _memfd_preserve(c: ClientConnection, p: m.MemfdPreserve, r: Request) -
         name=p.name,
         page_size=p.page_size,
     )
+    if p.progress:
+        result = await _copy_reporting(c, steps, p.session, p.token)
+    else:  # in one go: nobody else runs while the copy does
+        result = memfd_bridge.run_steps(steps)
     c.daemon.bus.publish("file.preserved", session=p.session, token=p.token, type=result["type"])
     return result, []
 
@@ -88,3 +101,31 @@ async def _apply(c: ClientConnection, p: m.Apply, r: Request) -> Result:
     result = c.daemon.host.apply(c.caller, p.plan)
     c.daemon.bus.publish("plan.applied", sessions=[s["name"] for s in result["sessions"]])
     return result, []
+
+
+async def _copy_reporting(
+    c: ClientConnection,
+    steps: Generator[tuple[int, int], None, dict[str, Any]],
+    session: str,
+    token: int,
+) -> dict[str, Any]:
+    """Run a chunked copy, telling the caller how far it is at most every
+    PROGRESS_INTERVAL seconds and once at the end (so the last event before the reply
+    says `copied == total`), letting other clients in between chunks."""
+    shown = -PROGRESS_INTERVAL
+    try:
+        while True:
+            try:
+                copied, total = next(steps)
+            except StopIteration as done:
+                result: dict[str, Any] = done.value
+                return result
+            now = trio.current_time()
+            if now - shown >= PROGRESS_INTERVAL or copied == total:
+                shown = now
+                c.send_event_nowait(
+                    "memfd.progress", session=session, token=token, copied=copied, total=total
+                )
+            await trio.sleep(0)
+    finally:
+        steps.close()  # cancelled mid-copy: the half-made memfd is released

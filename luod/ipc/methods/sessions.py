@@ -62,7 +62,9 @@ class MemfdPreserve:
     emulated memfd with the copy (`size` truncates or extends it; default the source's
     size; a source memfd's seals are copied too), adds `seals`, and preserves it.
     `page_size` 2 MiB or 1 GiB makes a hugetlb memfd from the daemon's pools (anything but
-    those and 4096 is luod.BadPageSize). Result: {token, size, seals, type}."""
+    those and 4096 is luod.BadPageSize). With `progress`, the daemon sends `memfd.progress`
+    events {session, token, copied, total} on this connection as it copies (and serves
+    other clients between chunks). Result: {token, size, seals, type}."""
 
     session: str
     token: int
@@ -70,6 +72,7 @@ class MemfdPreserve:
     seals: list[str] = attrs.field(factory=list)
     name: str = ""
     page_size: int = 4096
+    progress: bool = False
 
 
 @METHODS.method("memfd.retrieve", access="owner", fds_out=1)
