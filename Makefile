@@ -36,10 +36,19 @@ tools: ## install dtc (Debian device-tree-compiler) if it is missing
 		|| { apt-get update -qq && apt-get install -y -qq device-tree-compiler >/dev/null; }; \
 	command -v dtc >/dev/null
 
-lint: venv ## ruff check, ruff format --check, mypy
+# The Ansible collection's plugins are modules of the `ansible_collections` namespace
+# package: mypy checks them on their own, with explicit package bases.
+COLLECTIONS := clients/ansible
+COLLECTION := $(COLLECTIONS)/ansible_collections/luod/liveupdate
+
+lint: venv ## ruff check, ruff format --check, mypy, ansible-lint (the Ansible collection)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	MYPYPATH=$(COLLECTIONS) $(BIN)/mypy --explicit-package-bases $$(find $(COLLECTIONS) -name '*.py')
+	cd $(COLLECTION) && PATH="$(abspath $(BIN)):$$PATH" LC_ALL=C.UTF-8 \
+		ANSIBLE_HOME="$(abspath $(VENV))/ansible-home" \
+		ANSIBLE_COLLECTIONS_PATH="$(abspath $(COLLECTIONS))" ansible-lint --offline -q
 
 fmt: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
