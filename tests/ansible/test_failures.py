@@ -2,12 +2,15 @@
 
 A participant on the second of four hosts NAKs the prepare: that host's update is cancelled
 with its data intact, the play stops there, and the hosts after it are not touched. The
-modules' own failures (luod unreachable, EBUSY) name the host, the target and the cause.
+modules' own failures (luod unreachable, EBUSY) name the host, the target and the cause;
+an image file kept on the controller is shipped to the host for the check.
 """
 
 from __future__ import annotations
 
-from .conftest import HERE, PLAYBOOKS, Fleet, Naysayer
+from .conftest import HERE, PLAYBOOKS, ROOT, Fleet, Naysayer
+
+IMAGES = ROOT / "luod/kernel_model/images"
 
 TARGET = "7.3.0"
 
@@ -51,7 +54,13 @@ def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
     busy.daemon.luoctl("prepare", check=True)
     gone.daemon.stop()
 
-    probe = fleet.playbook(HERE / "probe.yml", luod_target=TARGET)
+    image = fleet.root / "next.toml"
+    image.write_text(
+        (IMAGES / f"{TARGET}.toml")
+        .read_text()
+        .replace(f'release = "{TARGET}"', 'release = "9.9.9"')
+    )
+    probe = fleet.playbook(HERE / "probe.yml", luod_target=TARGET, luod_image=str(image))
     create = probe.results("Create a session")
     assert create["busy"]["failed"] is True
     assert "busy" in create["busy"]["msg"] and "EBUSY" in create["busy"]["msg"]
@@ -63,3 +72,9 @@ def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
     assert cancel["busy"]["changed"] is True
     assert cancel["busy"]["previous_state"] == "prepared" and cancel["busy"]["state"] == "normal"
     assert busy.status()["state"] == "normal"
+    checked = probe.results("Check against an image file on the controller")["busy"]
+    assert (checked["compatible"], checked["target"], checked["release"]) == (
+        True,
+        "9.9.9",
+        "7.2.0",
+    )

@@ -16,7 +16,9 @@ from ansible.plugins.action import ActionBase
 
 
 class HostAction(ActionBase):  # type: ignore[misc]  # ansible ships no type hints
-    TRANSFERS_FILES = True
+    # A temporary directory on the host is made only for an image file to copy: most tasks
+    # do not need one, and making and removing it costs two commands on the host.
+    TRANSFERS_FILES = False
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
@@ -26,11 +28,13 @@ class HostAction(ActionBase):  # type: ignore[misc]  # ansible ships no type hin
             args["host"] = task_vars.get("inventory_hostname")
         target = args.get("target")
         remote_src = boolean(args.get("remote_src", False), strict=False)
+        shell = self._connection._shell
         try:
             if isinstance(target, str) and not remote_src:
                 local = os.path.expanduser(target)
                 if os.path.isfile(local):
-                    shell = self._connection._shell
+                    if shell.tmpdir is None:
+                        self._make_tmp_path()
                     copy = shell.join_path(shell.tmpdir, os.path.basename(local))
                     self._transfer_file(local, copy)
                     self._fixup_perms2((shell.tmpdir, copy))
@@ -40,4 +44,5 @@ class HostAction(ActionBase):  # type: ignore[misc]  # ansible ships no type hin
             )
             return result
         finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
+            if shell.tmpdir is not None:
+                self._remove_tmp_path(shell.tmpdir)
