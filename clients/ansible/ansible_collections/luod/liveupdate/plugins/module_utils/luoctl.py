@@ -180,12 +180,12 @@ class Luoctl:
         )
 
     def refuse(
-        self, running: str, release: str, problems: list[dict[str, Any]], /, **extra: Any
+        self, from_release: str, to_release: str, problems: list[dict[str, Any]], **extra: Any
     ) -> None:
         """Fail the task because TARGET cannot take the host's state, one line per problem."""
         lines = "; ".join(problem_lines(problems))
         self.module.fail_json(
-            msg=f"{self.where}: {running} cannot go to {release}: target refused: {lines}",
+            msg=f"{self.where}: {from_release} cannot go to {to_release}: target refused: {lines}",
             problems=problems,
             **extra,
         )

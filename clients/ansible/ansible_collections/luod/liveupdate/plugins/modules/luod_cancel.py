@@ -3,13 +3,6 @@ with nothing to cancel is left alone."""
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
-    CONNECTION_ARGS,
-    Luoctl,
-    LuoctlFailed,
-)
-
 DOCUMENTATION = r"""
 module: luod_cancel
 short_description: Cancel a prepared or frozen live update on a host
@@ -28,7 +21,7 @@ attributes:
     support: full
     description: The LUO state before and after.
 author:
-  - luod developers
+  - luod developers (@luod)
 """
 
 EXAMPLES = r"""
@@ -49,6 +42,13 @@ previous_state:
   type: str
   sample: frozen
 """
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
+    CONNECTION_ARGS,
+    Luoctl,
+    LuoctlFailed,
+)
 
 CANCELLABLE = ("prepared", "frozen")
 

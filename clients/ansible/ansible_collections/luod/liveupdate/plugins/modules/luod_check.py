@@ -3,14 +3,6 @@ report; the task fails with that report when the answer is no."""
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
-    CONNECTION_ARGS,
-    TARGET_ARGS,
-    Luoctl,
-    LuoctlFailed,
-)
-
 DOCUMENTATION = r"""
 module: luod_check
 short_description: Can a host's preserved state be handed to a target kernel?
@@ -31,7 +23,7 @@ attributes:
     support: none
     description: Reads only.
 author:
-  - luod developers
+  - luod developers (@luod)
 """
 
 EXAMPLES = r"""
@@ -75,6 +67,14 @@ problems:
   type: list
   elements: dict
 """
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
+    CONNECTION_ARGS,
+    TARGET_ARGS,
+    Luoctl,
+    LuoctlFailed,
+)
 
 
 def main() -> None:

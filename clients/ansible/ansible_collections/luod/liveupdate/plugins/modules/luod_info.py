@@ -3,15 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
-    CONNECTION_ARGS,
-    Luoctl,
-    LuoctlFailed,
-)
-
 DOCUMENTATION = r"""
 module: luod_info
 short_description: The live-update state of a host's luod
@@ -39,7 +30,7 @@ attributes:
     support: none
     description: Reads only.
 author:
-  - luod developers
+  - luod developers (@luod)
 """
 
 EXAMPLES = r"""
@@ -122,6 +113,15 @@ status:
   returned: success
   type: dict
 """
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
+    CONNECTION_ARGS,
+    Luoctl,
+    LuoctlFailed,
+)
 
 
 def facts(status: dict[str, Any]) -> dict[str, Any]:

@@ -9,15 +9,6 @@ closes an outgoing one.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
-    CONNECTION_ARGS,
-    Luoctl,
-    LuoctlFailed,
-)
-
 DOCUMENTATION = r"""
 module: luod_session
 short_description: Create, preserve into, retrieve and finish LUO sessions on a host
@@ -74,7 +65,7 @@ attributes:
     support: none
     description: Not supported.
 author:
-  - luod developers
+  - luod developers (@luod)
 """
 
 EXAMPLES = r"""
@@ -127,6 +118,15 @@ seals:
   type: list
   elements: str
 """
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
+    CONNECTION_ARGS,
+    Luoctl,
+    LuoctlFailed,
+)
 
 
 def find(status: dict[str, Any], name: str, direction: str) -> dict[str, Any] | None:
@@ -235,7 +235,7 @@ def main() -> None:
                 "default": "present",
                 "choices": ["present", "preserved", "retrieved", "finished", "absent"],
             },
-            "token": {"type": "int"},
+            "token": {"type": "int", "no_log": False},
             "src": {"type": "path"},
             "dest": {"type": "path"},
             "size": {"type": "str"},

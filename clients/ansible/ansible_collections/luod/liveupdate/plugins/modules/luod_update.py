@@ -10,18 +10,6 @@ listed).
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
-    CONNECTION_ARGS,
-    EXIT_INCOMPATIBLE,
-    TARGET_ARGS,
-    Luoctl,
-    LuoctlFailed,
-)
-
 DOCUMENTATION = r"""
 module: luod_update
 short_description: Live-update a host's kernel to a target through luod
@@ -61,7 +49,7 @@ notes:
   - Incoming sessions of a previous update must be finished (their owners retrieve and
     finish them, or M(luod.liveupdate.luod_session)) before the next update can prepare.
 author:
-  - luod developers
+  - luod developers (@luod)
 """
 
 EXAMPLES = r"""
@@ -119,6 +107,18 @@ last_cancel:
   returned: when the update was cancelled
   type: dict
 """
+
+import contextlib
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
+    CONNECTION_ARGS,
+    EXIT_INCOMPATIBLE,
+    TARGET_ARGS,
+    Luoctl,
+    LuoctlFailed,
+)
 
 
 def nothing_to_do(status: dict[str, Any], release: str) -> bool:
