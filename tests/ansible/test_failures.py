@@ -2,7 +2,8 @@
 
 A participant on the second of four hosts NAKs the prepare: that host's update is cancelled
 with its data intact, the play stops there, and the hosts after it are not touched. The
-modules' own failures (luod unreachable, EBUSY) name the host, the target and the cause;
+modules' own failures (luod unreachable, EBUSY, damage after the kexec) name the host, the
+target and the cause;
 an image file kept on the controller is shipped to the host for the check.
 """
 
@@ -51,8 +52,13 @@ def test_a_nak_stops_the_rollout_at_that_host(fleet: Fleet, naysayers: list[Nays
 def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
     busy = fleet.add("busy", "7.2.0")
     gone = fleet.add("gone", "7.2.0")
+    hurt = fleet.add("hurt", "7.2.0", "--enable-faults")
     busy.daemon.luoctl("prepare", check=True)
     gone.daemon.stop()
+    hurt.daemon.luoctl("session", "create", "vm1", check=True)
+    preserve = ["memfd", "preserve", "vm1", "--token", "1", "--from", str(hurt.payload)]
+    hurt.daemon.luoctl(*preserve, check=True)
+    hurt.daemon.luoctl("fault", "arm", "boot.kho-parse", check=True)
 
     image = fleet.root / "next.toml"
     image.write_text(
@@ -68,6 +74,14 @@ def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
     message = update["gone"]["msg"]
     assert "gone" in message and TARGET in message and "luod unreachable" in message
     assert update["gone"]["rc"] == 69
+    damaged = update["hurt"]
+    assert damaged["failed"] is True and damaged["changed"] is True
+    # both sessions, the one the probe created first and vm1
+    lost = sorted((d["session"], d["step"]) for d in damaged["damage"])
+    assert lost == [("probe", "boot"), ("vm1", "boot")]
+    assert "hurt" in damaged["msg"] and "with damage:" in damaged["msg"]
+    assert "vm1 (boot)" in damaged["msg"]
+    assert "booted cold" in damaged["msg"]
     cancel = probe.results("Cancel")
     assert cancel["busy"]["changed"] is True
     assert cancel["busy"]["previous_state"] == "prepared" and cancel["busy"]["state"] == "normal"

@@ -88,6 +88,19 @@ def problem_lines(problems: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def damage_lines(damage: list[dict[str, Any]]) -> list[str]:
+    """An update's `damage`, one readable line each: the session (and file), the step, and
+    the first cause."""
+    lines = []
+    for entry in damage:
+        where = str(entry.get("session"))
+        if entry.get("token") is not None:
+            where += f"/{entry['token']}"
+        error = entry.get("error") or {}
+        lines.append(f"{where} ({entry.get('step')}): {error.get('message')}")
+    return lines
+
+
 class LuoctlFailed(Exception):
     """A luoctl command exited non-zero; `rc` and `doc` are its exit code and JSON."""
 

@@ -118,6 +118,7 @@ from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
     TARGET_ARGS,
     Luoctl,
     LuoctlFailed,
+    damage_lines,
 )
 
 
@@ -183,10 +184,7 @@ def main() -> None:
         "diff": {"before": {"release": doc["from"]}, "after": {"release": doc["to"]}},
     }
     if damage:
-        lost = "; ".join(
-            f"{d.get('session')}/{d.get('token')}: {d.get('reason') or d.get('error')}"
-            for d in damage
-        )
+        lost = "; ".join(damage_lines(damage))
         module.fail_json(
             msg=f"{luoctl.where}: updated {doc['from']} -> {doc['to']} with damage: {lost}",
             **result,
