@@ -9,6 +9,7 @@ an image file kept on the controller is shipped to the host for the check.
 
 from __future__ import annotations
 
+from ..e2e.conftest import LUOCTL
 from .conftest import HERE, PLAYBOOKS, ROOT, Fleet, Naysayer
 
 IMAGES = ROOT / "luod/kernel_model/images"
@@ -66,7 +67,9 @@ def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
         .read_text()
         .replace(f'release = "{TARGET}"', 'release = "9.9.9"')
     )
-    probe = fleet.playbook(HERE / "probe.yml", luod_target=TARGET, luod_image=str(image))
+    probe = fleet.playbook(
+        HERE / "probe.yml", luod_target=TARGET, luod_image=str(image), luod_luoctl=LUOCTL
+    )
     create = probe.results("Create a session")
     assert create["busy"]["failed"] is True
     assert "busy" in create["busy"]["msg"] and "EBUSY" in create["busy"]["msg"]

@@ -18,9 +18,10 @@ options:
   luoctl:
     description:
       - Path of the luoctl binary on the host.
-      - Default is the C(luoctl) next to the Python interpreter running the module (the bin
-        directory of the virtualenv luod is installed in), else the first C(luoctl) on
-        C(PATH).
+      - Default is luoctl run inside the module's own process when the Python interpreter
+        running the module has luod installed (same command line, same JSON, no extra
+        process), else the C(luoctl) next to that interpreter (the bin directory of the
+        virtualenv luod is installed in), else the first C(luoctl) on C(PATH).
     type: path
   timeout:
     description:
