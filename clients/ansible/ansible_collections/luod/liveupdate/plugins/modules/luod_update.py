@@ -109,12 +109,14 @@ last_cancel:
 """
 
 import contextlib
+import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.luod.liveupdate.plugins.module_utils.luoctl import (
     CONNECTION_ARGS,
     EXIT_INCOMPATIBLE,
+    EXIT_REFUSED,
     TARGET_ARGS,
     Luoctl,
     LuoctlFailed,
@@ -162,14 +164,19 @@ def main() -> None:
         args += ["--timeout", str(module.params["deadline"])]
     if module.params["force"]:
         args.append("--force")
+    started = time.time()
     rc, doc, err = luoctl.run(*args)
     if rc != 0:
         failed = LuoctlFailed(rc, doc, err)
         extra: dict[str, Any] = {"damage": []}
         if rc == EXIT_INCOMPATIBLE and isinstance(doc, dict):
             extra["problems"] = doc.get("problems", [])
-        with contextlib.suppress(LuoctlFailed):
-            extra["last_cancel"] = luoctl.status().get("last_cancel")
+        if rc == EXIT_REFUSED:
+            with contextlib.suppress(LuoctlFailed):
+                cancel = luoctl.status().get("last_cancel")
+                # this update's cancel, not an older one (luod runs on this host: one clock)
+                if cancel and cancel.get("at", 0) >= started:
+                    extra["last_cancel"] = cancel
         luoctl.fail(f"the update from {running}", failed, target, **extra)
         return
     damage = list(doc.get("damage") or [])
