@@ -45,6 +45,12 @@ class Host:
         assert isinstance(doc, dict)
         return doc
 
+    def stage(self) -> None:
+        """What stage.yml does, through luoctl: the payload in session vm1, token 1."""
+        self.daemon.luoctl("session", "create", "vm1", check=True)
+        args = ["memfd", "preserve", "vm1", "--token", "1", "--from", str(self.payload)]
+        self.daemon.luoctl(*args, "--seal", "grow", check=True)
+
     def run_record(self) -> dict[str, Any]:
         record = json.loads((self.state_dir / "run.json").read_text())
         assert isinstance(record, dict)

@@ -19,7 +19,10 @@ TARGET = "7.3.0"
 
 def test_a_nak_stops_the_rollout_at_that_host(fleet: Fleet, naysayers: list[Naysayer]) -> None:
     hosts = [fleet.add(f"host{i}", "7.2.0") for i in range(1, 5)]
-    assert fleet.playbook(HERE / "stage.yml").rc == 0
+    staged = fleet.playbook(HERE / "stage.yml")
+    assert staged.rc == 0, staged.doc
+    assert all(staged.stats[h.name]["changed"] == 1 for h in hosts)
+    assert all(h.status()["sessions"][0]["files"][0]["token"] == 1 for h in hosts)
     naysayers.append(Naysayer(hosts[1].daemon.socket))
 
     rollout = fleet.playbook(PLAYBOOKS / "rolling-update.yml", luod_target=TARGET)
@@ -56,9 +59,7 @@ def test_failures_name_the_host_the_target_and_the_cause(fleet: Fleet) -> None:
     hurt = fleet.add("hurt", "7.2.0", "--enable-faults")
     busy.daemon.luoctl("prepare", check=True)
     gone.daemon.stop()
-    hurt.daemon.luoctl("session", "create", "vm1", check=True)
-    preserve = ["memfd", "preserve", "vm1", "--token", "1", "--from", str(hurt.payload)]
-    hurt.daemon.luoctl(*preserve, check=True)
+    hurt.stage()
     hurt.daemon.luoctl("fault", "arm", "boot.kho-parse", check=True)
 
     image = fleet.root / "next.toml"
