@@ -1,6 +1,7 @@
 """How every module of luod.liveupdate talks to a host's luod: through `luoctl --json`.
 
-Owns finding the luoctl binary, running one command against the daemon named by the
+Owns finding luoctl (in the module's own process when luod is installed for the Python
+running it, else a luoctl binary), running one command against the daemon named by the
 `socket` option, and turning luoctl's exit code and JSON error into one failure message
 that names the host, the target and the cause. No module speaks luod's protocol itself:
 luoctl's JSON output and exit codes (docs/protocol.md, README) are the contract.
