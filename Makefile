@@ -14,7 +14,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed.stamp
 
-.PHONY: help venv tools lint fmt test test-slow run bench clean distclean
+.PHONY: help venv tools lint fmt test test-slow ansible-sanity run bench clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET [VENV=.venv] [ARGS='luod flags']"
@@ -36,10 +36,19 @@ tools: ## install dtc (Debian device-tree-compiler) if it is missing
 		|| { apt-get update -qq && apt-get install -y -qq device-tree-compiler >/dev/null; }; \
 	command -v dtc >/dev/null
 
-lint: venv ## ruff check, ruff format --check, mypy
+# The Ansible collection's plugins are modules of the `ansible_collections` namespace
+# package: mypy checks them on their own, with explicit package bases.
+COLLECTIONS := clients/ansible
+COLLECTION := $(COLLECTIONS)/ansible_collections/luod/liveupdate
+
+lint: venv ## ruff check, ruff format --check, mypy, ansible-lint (the Ansible collection)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	MYPYPATH=$(COLLECTIONS) $(BIN)/mypy --explicit-package-bases $$(find $(COLLECTIONS) -name '*.py')
+	cd $(COLLECTION) && PATH="$(abspath $(BIN)):$$PATH" LC_ALL=C.UTF-8 \
+		ANSIBLE_HOME="$(abspath $(VENV))/ansible-home" \
+		ANSIBLE_COLLECTIONS_PATH="$(abspath $(COLLECTIONS))" ansible-lint --offline -q
 
 fmt: venv ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
@@ -51,6 +60,20 @@ test: tools venv lint ## what CI runs: tools, venv, lint, then the fast test sui
 # pytest exits 5 when no test is selected; until slow tests exist that is not a failure.
 test-slow: tools venv ## the long stress/soak tests (pytest -m slow)
 	$(BIN)/pytest -q -m slow || test $$? -eq 5
+
+# ansible-test builds a virtualenv per sanity test and bootstraps pip into each with a script
+# it downloads from outside PyPI. Offline, a stand-in that runs ensurepip does the same job
+# (pip then installs the sanity requirements from PyPI); it lives in a HOME of its own.
+ansible-sanity: venv ## ansible-test sanity on the Ansible collection (not in `make test`: ~1-2 min)
+	@home="$(abspath $(VENV))/ansible-test-home"; \
+	pip=$$($(BIN)/python -c 'import re, ansible_test._internal.python_requirements as r; \
+		print(re.search(r"pip=.([0-9.]+).", open(r.__file__).read()).group(1).replace(".", "_"))'); \
+	mkdir -p "$$home/.ansible/test/cache"; \
+	printf 'import ensurepip\nensurepip.bootstrap(upgrade=True)\n' \
+		> "$$home/.ansible/test/cache/get_pip_$$pip.py"; \
+	python=$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	cd $(COLLECTION) && HOME="$$home" LC_ALL=C.UTF-8 PATH="$(abspath $(BIN)):$$PATH" \
+		ansible-test sanity --python "$$python"
 
 run: venv ## run the daemon in the foreground: make run ARGS='--ram 8G'
 	exec $(BIN)/luod $(ARGS)
