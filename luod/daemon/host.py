@@ -371,24 +371,33 @@ class Host:
                 errno=errno.EINVAL,
                 obj=f"{session_name}/{token:#x}",
             )
-        extra = Seal.from_names(seals)
-        source_seals = Seal(0)
-        if _is_memfd(source):
-            # Content seals travel with the copy. SEAL itself does not: Linux reports it
-            # for every memfd made without MFD_ALLOW_SEALING; ask for it with --seal.
-            source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
-        memfd = self.kernel.new_memfd(name or session_name)
+        memfd = self.copy_in(source, name or session_name, size=size, seals=Seal.from_names(seals))
         try:
-            copy_fd_into(memfd, source, size)
-            if size is not None:
-                memfd.truncate(size)
-            if source_seals | extra:
-                memfd.add_seals(source_seals | extra)
             self.luo.preserve(session, token, memfd)
         except BaseException:
             memfd.release()
             raise
         return {"token": token, "size": memfd.size, "seals": memfd.seals.names()}
+
+    def copy_in(self, source: int, name: str, *, size: int | None, seals: Seal) -> MemfdFile:
+        """A new emulated memfd holding the bytes and content seals of the real fd
+        `source` (plus `seals`), not yet preserved."""
+        source_seals = Seal(0)
+        if _is_memfd(source):
+            # Content seals travel with the copy. SEAL itself does not: Linux reports it
+            # for every memfd made without MFD_ALLOW_SEALING; ask for it with --seal.
+            source_seals = Seal(fcntl.fcntl(source, fcntl.F_GET_SEALS)) & ~Seal.SEAL
+        memfd = self.kernel.new_memfd(name)
+        try:
+            copy_fd_into(memfd, source, size)
+            if size is not None:
+                memfd.truncate(size)
+            if source_seals | seals:
+                memfd.add_seals(source_seals | seals)
+        except BaseException:
+            memfd.release()
+            raise
+        return memfd
 
     def memfd_to_fd(
         self, caller: Caller, session_name: str, token: int
@@ -403,7 +412,14 @@ class Host:
                 errno=errno.EINVAL,
                 obj=f"{session_name}/{token:#x}",
             )
-        fd = os.memfd_create(session_name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        fd = self.copy_out(file, session_name)
+        info = {"token": token, "size": file.size, "pos": file.pos, "seals": file.seals.names()}
+        return info, fd
+
+    def copy_out(self, file: MemfdFile, name: str) -> int:
+        """A new real memfd (returned open, close-on-exec) with the size, bytes, seals and
+        offset of the emulated memfd `file`."""
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, file.size)
             self._copy_out(file, fd)
@@ -416,8 +432,7 @@ class Host:
         except BaseException:
             os.close(fd)
             raise
-        info = {"token": token, "size": file.size, "pos": file.pos, "seals": file.seals.names()}
-        return info, fd
+        return fd
 
     def _copy_out(self, file: MemfdFile, fd: int) -> None:
         """Copy only the bytes that exist: the file's frames that hold data in emulated RAM

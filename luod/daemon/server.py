@@ -31,6 +31,7 @@ import trio
 
 from luod import __version__
 from luod.daemon.clock import DeviceClock
+from luod.daemon.devliveupdate import UapiEndpoint
 from luod.daemon.errors import DaemonError, wire_error
 from luod.daemon.events import DROPPED, EventBus, Subscriber
 from luod.daemon.host import Caller, Host
@@ -260,6 +261,7 @@ class Daemon:
         )
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
+        self.uapi = UapiEndpoint(host, self.orchestrator)
 
     def _fault_fired(self, fired: Fired) -> None:
         log.info("fault_fired", point=fired.point, subject=fired.subject)
@@ -281,6 +283,7 @@ class Daemon:
     def _userspace_dies(self, keep: object = None) -> None:
         """A kexec or power cycle ends emulated userspace: participants and connections
         holding emulated files are dropped; `keep` (who asked) and control-only ones stay."""
+        self.uapi.userspace_dies()
         for conn in list(self.connections.values()):
             if conn is keep:
                 conn.holds_files = False
@@ -551,6 +554,11 @@ async def _boot_cold(c: ClientConnection, p: m.BootCold, r: Request) -> Result:
     return {"release": kernel.release, "state": kernel.state}, []
 
 
+@handles("uapi.attach")
+async def _uapi_attach(c: ClientConnection, p: m.UapiAttach, r: Request) -> Result:
+    return {}, [c.daemon.uapi.attach(c.caller.uid)]
+
+
 @handles("events.subscribe")
 async def _events_subscribe(c: ClientConnection, p: m.EventsSubscribe, r: Request) -> Result:
     if c.subscriber is None:
@@ -707,7 +715,7 @@ async def serve(
 ) -> None:
     """Serve connections until cancelled."""
     async with trio.open_nursery() as nursery:
-        daemon.nursery = daemon.orchestrator.nursery = nursery
+        daemon.nursery = daemon.orchestrator.nursery = daemon.uapi.nursery = nursery
         nursery.start_soon(daemon.clock.run)
         task_status.started()
         await trio.serve_listeners(daemon.handle_stream, [listener], handler_nursery=nursery)

@@ -228,6 +228,13 @@ class Update:
     force: bool = False
 
 
+@METHODS.method("uapi.attach")
+@attrs.frozen
+class UapiAttach:
+    """luod-run's start: a gateway for an unmodified program's /dev/liveupdate calls.
+    Result: {}; one fd: the program's end of the gateway (a SOCK_SEQPACKET socket)."""
+
+
 @METHODS.method("boot.cold")
 @attrs.frozen
 class BootCold:

@@ -1,0 +1,95 @@
+"""Programs' real memfds, preserved live (DESIGN.md "luod-run").
+
+PRESERVE_FD gets the caller's real memfd. luod copies its bytes into an emulated memfd,
+which is what the model preserves, and keeps the real fd: the program may go on writing
+through its mapping (and close its own fd), so the bytes are copied again when userspace
+ends at the kexec (`sync`), and what arrives is what the program wrote last. While the file
+is preserved, `frozen` tells the interposer to refuse ftruncate/fallocate with EPERM, as the
+kernel's frozen mapping does. A second PRESERVE_FD of the same file (any fd, by inode)
+finds the same emulated memfd, so the model's one-preservation rule (EBUSY) holds.
+
+A file the model has no handler for is still handed to the model, as an opaque `File`, so
+the refusal (ENOENT) comes from the one place that decides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+from luod.daemon.host import Host
+from luod.kernel_model.files.base import File
+from luod.kernel_model.files.memfd import MemfdFile, Seal
+
+COPY_CHUNK = 1 << 20
+PAGE = 4096
+Inode = tuple[int, int]
+
+
+def _inode(fd: int) -> Inode:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _shmem_memfd(fd: int) -> bool:
+    """A memfd on shmem (not hugetlbfs, whose blocks are huge pages): what memfd-luo takes."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink or st.st_blksize != PAGE:
+        return False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
+    except OSError:
+        return False
+
+
+class LiveFiles:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._live: dict[Inode, tuple[MemfdFile, int]] = {}
+
+    def model_file(self, fd: int) -> tuple[File, Inode | None]:
+        """The emulated file standing for the real `fd` (which this call does not keep),
+        and its inode when it is a memfd."""
+        if not _shmem_memfd(fd):
+            return File(), None
+        key = _inode(fd)
+        known = self._live.get(key)
+        if known is not None:
+            return known[0], key
+        return self.host.copy_in(fd, "", size=None, seals=Seal(0)), key
+
+    def preserved(self, key: Inode, file: MemfdFile, fd: int) -> None:
+        """`file` (standing for the real `fd`) is preserved now; luod keeps a copy of fd."""
+        if key not in self._live:
+            self._live[key] = (file, os.dup(fd))
+
+    def frozen(self, key: Inode) -> bool:
+        return key in self._live
+
+    def unpreserved(self, files: list[File]) -> None:
+        """These files' session went away: forget the real fds behind them."""
+        gone = {id(f) for f in files}
+        for key, (file, fd) in list(self._live.items()):
+            if id(file) in gone:
+                del self._live[key]
+                os.close(fd)
+
+    def sync(self) -> None:
+        """Userspace ends: bring each preserved memfd up to its real file's bytes, then
+        let the real files go."""
+        for file, fd in self._live.values():
+            with contextlib.suppress(OSError):
+                if file.refs > 0 and not file.seals & (Seal.WRITE | Seal.FUTURE_WRITE):
+                    _copy_changed(fd, file)
+            os.close(fd)
+        self._live.clear()
+
+
+def _copy_changed(fd: int, file: MemfdFile) -> None:
+    end = min(os.fstat(fd).st_size, file.size)
+    for at in range(0, end, COPY_CHUNK):
+        n = min(COPY_CHUNK, end - at)
+        data = os.pread(fd, n, at)
+        if data != file.read(at, len(data)):
+            file.write(at, data)

@@ -1,0 +1,75 @@
+"""luod-run end to end: a real luod, programs under the real `luod-run`. The interposer and
+the C test programs are built once per session (the system compiler; skipped without one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from luod_run.build import BuildError, compiler, interposer
+from tests.e2e.conftest import LuodProcess, start_luod, workdir
+
+__all__ = ["workdir"]  # the e2e fixture, shared
+
+LUOD_RUN = str(Path(sys.executable).parent / "luod-run")
+C_DIR = Path(__file__).with_name("c")
+PROGRAMS = ("liveupdate_test", "luo_kexec")
+
+
+@attrs.frozen
+class Toolchain:
+    env: dict[str, str]
+    programs: dict[str, Path]
+
+
+@pytest.fixture(scope="session")
+def toolchain(tmp_path_factory: pytest.TempPathFactory) -> Toolchain:
+    out = tmp_path_factory.mktemp("luod-run")
+    env = {**os.environ, "LUOD_RUN_CACHE": str(out / "cache")}
+    try:
+        cc = compiler(env)
+        interposer(env)
+    except BuildError as exc:
+        pytest.skip(str(exc))
+    programs = {}
+    for name in PROGRAMS:
+        programs[name] = out / name
+        subprocess.run(
+            [cc, "-O2", "-Wall", "-o", str(programs[name]), str(C_DIR / f"{name}.c")], check=True
+        )
+    return Toolchain(env, programs)
+
+
+@attrs.frozen
+class Runner:
+    luod: LuodProcess
+    toolchain: Toolchain
+
+    def run(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LUOD_RUN, "--socket", str(self.luod.socket), "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.toolchain.env,
+            cwd=self.luod.workdir,
+            check=False,
+        )
+
+    def program(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(str(self.toolchain.programs[name]), *args)
+
+
+@pytest.fixture
+def runner(workdir: Path, toolchain: Toolchain) -> Iterator[Runner]:
+    running = start_luod(workdir)
+    yield Runner(running, toolchain)
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.communicate()

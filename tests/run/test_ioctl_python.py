@@ -1,0 +1,47 @@
+"""A program using only `os` and `fcntl.ioctl` on /dev/liveupdate, under luod-run: any
+language that calls libc reaches luod's device the same way."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tests.e2e.conftest import wait_for
+from tests.run.conftest import Runner
+
+PROGRAM = Path(__file__).with_name("uapi_program.py")
+
+
+def test_python_program_speaks_the_uapi(runner: Runner) -> None:
+    done = runner.run(sys.executable, str(PROGRAM), "basic")
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {
+        "second_open": "EBUSY",
+        "session_cloexec": True,
+        "double_preserve": "EBUSY",
+        "name": "py-session",
+        "resize_preserved": "EPERM",
+        "dev_null": "ENOENT",
+        "short_struct": "EINVAL",
+        "unknown_nr": "EINVAL",
+        "finish_outgoing": "EINVAL",
+    }
+    # The program's exit closed (unpreserved) its session; luod sees the last close of a
+    # socket asynchronously, so another client observes it within moments, not at once.
+    wait_for(lambda: runner.luod.json("session", "list") == [], "the session to go")
+
+
+def test_python_program_across_a_kexec(runner: Runner) -> None:
+    first = runner.run(sys.executable, str(PROGRAM), "stage1")
+    assert first.returncode == 0, first.stderr
+    release = runner.luod.json("status")["kernel"]["release"]  # type: ignore[index]
+    runner.luod.luoctl("update", "--to", release, check=True)
+    second = runner.run(sys.executable, str(PROGRAM), "stage2")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == {
+        "content": "written after PRESERVE_FD",
+        "size": 8192,
+        "seals": True,
+    }

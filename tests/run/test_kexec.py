@@ -1,0 +1,75 @@
+"""The two-stage kexec tests (reference/kernel.md §6.2) under luod-run: stage 1 preserves
+and forks a holder, the operator runs `luoctl update`, stage 2 retrieves, verifies and
+finishes; and the variant whose program calls reboot(RB_KEXEC) itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import wait_for
+from tests.run.conftest import Runner
+
+
+def _release(runner: Runner) -> str:
+    return str(runner.luod.json("status")["kernel"]["release"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("test", ["simple", "multi", "stress_sessions", "stress_files"])
+def test_two_stage(runner: Runner, test: str) -> None:
+    first = runner.program("luo_kexec", test)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "stage 1 done: run the kexec\n"
+    before = runner.luod.json("status")
+    assert before["kernel"]["liveupdate_number"] == 0  # type: ignore[index]
+    runner.luod.luoctl("update", "--to", _release(runner), check=True)
+    second = runner.program("luo_kexec", test, "--stage", "2")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "TEST PASSED\n"
+    status = runner.luod.json("status")
+    assert status["kernel"]["liveupdate_number"] == 1  # type: ignore[index]
+    assert status["sessions"] == [] and status["state"] == "normal"  # type: ignore[index]
+
+
+def test_reboot_rb_kexec_from_the_program(runner: Runner) -> None:
+    first = runner.program("luo_kexec", "reboot")
+    assert first.returncode == 0, first.stderr  # reboot() did not return: the machine went
+    status = runner.luod.json("status")
+    assert status["kernel"]["liveupdate_number"] == 1  # type: ignore[index]
+    second = runner.program("luo_kexec", "reboot", "--stage", "2")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "TEST PASSED\n"
+
+
+def test_the_kexec_ends_the_holder(runner: Runner) -> None:
+    """Userspace dies at a kexec: the holder stage 1 left behind is gone after it."""
+    assert runner.program("luo_kexec", "simple").returncode == 0
+    holders = _holders()
+    assert holders, "stage 1 left no holder"
+    runner.luod.luoctl("update", "--to", _release(runner), check=True)
+    wait_for(lambda: not set(holders) & set(_holders()), "the holder to die")
+
+
+def test_other_reboot_commands_are_refused(runner: Runner) -> None:
+    done = runner.run(
+        "python3",
+        "-c",
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True);"
+        "r = libc.reboot(0x4321FEDC); print(r, ctypes.get_errno())",
+    )
+    assert done.stdout.split() == ["-1", "1"]  # EPERM; the machine is untouched
+    assert runner.luod.json("status")["kernel"]["liveupdate_number"] == 0  # type: ignore[index]
+
+
+def _holders() -> list[int]:
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/luo_kexec") and argv[1:2] == [b"simple"]:
+            found.append(int(pid))
+    return found
