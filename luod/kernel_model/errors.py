@@ -144,7 +144,7 @@ class WrongState(KernelError):
 
 
 class UpdateInProgress(KernelError):
-    """A mutation outside NORMAL (or in UPDATED before finish)."""
+    """A mutation while an update is prepared or frozen."""
 
     default_errno = _errno.EBUSY
 

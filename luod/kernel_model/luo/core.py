@@ -5,11 +5,14 @@ FLBs, and drives every handler through preserve, prepare, freeze, cancel, retrie
 finish with the kernel's errno rules (reference/kernel.md §1-2, §9).
 
 Invariants:
-- preserve, unpreserve and outgoing-session changes happen only in NORMAL (EBUSY
-  otherwise); after a successful freeze nothing changes until the kexec;
+- preserve, unpreserve and outgoing-session changes are refused (EBUSY) only while an
+  update is PREPARED or FROZEN: after a kexec the outgoing and incoming lists are apart,
+  as in the kernel, so sessions are created before the incoming ones finish; after a
+  successful freeze nothing changes until the kexec;
 - a failure inside prepare or freeze runs the cancel path before the error is returned, so
   the state is NORMAL again and every file is as it was before prepare;
-- an object (a handler's `get_id`) is preserved at most once across all sessions;
+- an object (a handler's `get_id`) is preserved at most once across all sessions, and a
+  retrieved incoming file counts as preserved until its session finishes;
 - the incoming side is deserialized once, on first use of the device; a failure there is
   remembered, and every later use fails with EIO;
 - rollback never stops halfway: the ops a cancel runs (a handler's unfreeze and cancel)
@@ -123,7 +126,7 @@ class Luo:
         self.incoming: dict[str, IncomingSession] = {}
         self._out_flbs: dict[str, OutgoingFlb] = {}
         self._in_flbs: dict[str, IncomingFlb] = {}
-        self._preserved: dict[tuple[str, int], OutgoingFile] = {}
+        self._preserved: dict[tuple[str, int], OutgoingFile | IncomingFile] = {}
         self._deserialized = incoming is None
         self._broken: str | None = None
         self._written: serialize.WrittenLuo | None = None
@@ -261,7 +264,7 @@ class Luo:
     # -- outgoing sessions ----------------------------------------------------------------
 
     def _mutable(self, what: str) -> None:
-        if self.state is not LuoState.NORMAL:
+        if self.state in (LuoState.PREPARED, LuoState.FROZEN):
             raise UpdateInProgress(f"cannot {what}: live update state is {self.state.value}")
 
     def create_session(self, name: str | bytes) -> OutgoingSession:
@@ -547,6 +550,7 @@ class Luo:
             raise
         f.file = file.get()
         f.status = RETRIEVE_OK
+        self._preserved[(f.handler.file_type, f.handler.get_id(file))] = f
         return file
 
     def reclaim(self, session: IncomingSession, token: int) -> None:
@@ -592,6 +596,7 @@ class Luo:
                 # with its other files; what this one held stays reserved until next boot.
                 self.damage.append(Damage(session.name, f.token, "finish", exc))
             if f.file is not None:
+                del self._preserved[(f.handler.file_type, f.handler.get_id(f.file))]
                 f.file.put()
             flbs = self._handler_flbs.get(f.handler.file_type, [])
             for compatible in flbs:

@@ -207,3 +207,31 @@ def test_three_kexecs_represerving(kernel: Kernel) -> None:
         kernel.install(memfd)
         kernel.finish()
     assert kernel.liveupdate_number == 3
+
+
+def test_sessions_created_before_the_incoming_ones_finish(kernel: Kernel) -> None:
+    """The kernel keeps the incoming and outgoing lists apart: CREATE_SESSION works while
+    incoming sessions are unfinished, also for a name an incoming session has; a retrieved
+    file is still LUO's until its session finishes (EBUSY), then it may be preserved."""
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("s"), 1, new_memfd(kernel, b"carried"))
+    nxt = opened(update(kernel))
+    luo = nxt.liveupdate()
+    assert nxt.state == "updated"
+    fresh = luo.create_session("fresh")
+    again = luo.create_session("s")
+    assert sorted(luo.outgoing) == ["fresh", "s"] and "s" in luo.incoming
+    luo.preserve(fresh, 1, new_memfd(nxt, b"new"))
+    incoming = luo.retrieve_session("s")
+    memfd = retrieve(nxt, "s", 1)
+    with pytest.raises(KernelError) as info:
+        luo.preserve(again, 1, memfd)
+    assert info.value.errno_name == "EBUSY"
+    nxt.install(memfd)  # keep it past the finish
+    luo.finish_session(incoming)
+    assert nxt.state == "normal"
+    luo.preserve(again, 1, memfd)
+    final = opened(update(nxt))
+    assert sorted(final.liveupdate().incoming) == ["fresh", "s"]
+    final.liveupdate().retrieve_session("s")
+    assert retrieve(final, "s", 1).read(0, 7) == b"carried"
