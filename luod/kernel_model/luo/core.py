@@ -571,7 +571,9 @@ class Luo:
         reclaim(f)
 
     def finish_session(self, session: IncomingSession) -> None:
-        """SESSION_FINISH: atomic; any can_finish veto -> EBUSY and nothing changes."""
+        """SESSION_FINISH: atomic; any can_finish veto -> EBUSY and nothing changes. It
+        empties the session's file set, so a second FINISH has nothing to do (0) and
+        RETRIEVE_FD finds no token (ENOENT)."""
         self._veto_check([session])
         self._finish(session)
         self._settle_updated()
@@ -601,7 +603,9 @@ class Luo:
             flbs = self._handler_flbs.get(f.handler.file_type, [])
             for compatible in flbs:
                 self._flb_done(compatible)
-        del self.incoming[session.name]
+        session.files.clear()
+        if self.incoming.get(session.name) is session:
+            del self.incoming[session.name]
 
     def close_incoming(self, session: IncomingSession) -> None:
         """Closing a retrieved session finishes it; a veto leaves it stuck until the next

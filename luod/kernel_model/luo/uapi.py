@@ -196,3 +196,7 @@ def session_struct(name: bytes, *, size: int = _SESSION_STRUCT.size) -> bytearra
 
 def fd_struct(fd: int, token: int) -> bytearray:
     return bytearray(_FD_STRUCT.pack(_FD_STRUCT.size, fd, token))
+
+
+def finish_struct(reserved: int = 0) -> bytearray:
+    return bytearray(_FINISH_STRUCT.pack(_FINISH_STRUCT.size, reserved))

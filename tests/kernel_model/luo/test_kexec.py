@@ -235,3 +235,24 @@ def test_sessions_created_before_the_incoming_ones_finish(kernel: Kernel) -> Non
     assert sorted(final.liveupdate().incoming) == ["fresh", "s"]
     final.liveupdate().retrieve_session("s")
     assert retrieve(final, "s", 1).read(0, 7) == b"carried"
+
+
+def test_finish_empties_the_file_set(kernel: Kernel) -> None:
+    """After FINISH, RETRIEVE_FD gives ENOENT and a second FINISH returns 0."""
+    from luod.kernel_model.luo import uapi
+
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("s"), 5, new_memfd(kernel, b"x"))
+    nxt = update(kernel)
+    dev = uapi.LiveUpdateDevice(nxt)
+    arg = uapi.session_struct(b"s")
+    dev.ioctl(dev.open(), uapi.RETRIEVE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    assert dev.ioctl(sfd, uapi.SESSION_RETRIEVE_FD, uapi.fd_struct(0, 5)) == 0
+    assert dev.ioctl(sfd, uapi.SESSION_FINISH, uapi.finish_struct()) == 0
+    with pytest.raises(KernelError) as info:
+        dev.ioctl(sfd, uapi.SESSION_RETRIEVE_FD, uapi.fd_struct(0, 5))
+    assert info.value.errno_name == "ENOENT"
+    assert dev.ioctl(sfd, uapi.SESSION_FINISH, uapi.finish_struct()) == 0
+    assert nxt.state == "normal" and not nxt.liveupdate().incoming
+    nxt.close(sfd)
