@@ -4,51 +4,93 @@ Userspace talks to LUO through ioctls on two kinds of fds, each with a size-firs
 (reference/kernel.md §1.4). This module implements that contract on the model, for tests
 and for clients that want the exact kernel interface:
 
-| ioctl            | fd              | nr   | struct bytes | fields                          |
-|------------------|-----------------|------|--------------|---------------------------------|
-| CREATE_SESSION   | /dev/liveupdate | 0x00 | 72           | u32 size; s32 fd out; name[64]  |
-| RETRIEVE_SESSION | /dev/liveupdate | 0x01 | 72           | same                            |
-| PRESERVE_FD      | session         | 0x40 | 16           | u32 size; s32 fd in; u64 token  |
-| RETRIEVE_FD      | session         | 0x41 | 16           | u32 size; s32 fd out; u64 token |
-| FINISH           | session         | 0x42 | 8            | u32 size; u32 reserved (0)      |
-| GET_NAME         | session         | 0x43 | 72           | u32 size; u32 reserved; name[64]|
+| ioctl            | fd              | nr   | bytes (min) | fields                           |
+|------------------|-----------------|------|-------------|----------------------------------|
+| CREATE_SESSION   | /dev/liveupdate | 0x00 | 72 (72)     | u32 size; s32 fd out; name[64]   |
+| RETRIEVE_SESSION | /dev/liveupdate | 0x01 | 72 (72)     | same                             |
+| PRESERVE_FD      | outgoing        | 0x40 | 16 (16)     | u32 size; s32 fd in; u64 token   |
+| RETRIEVE_FD      | incoming        | 0x41 | 16 (16)     | u32 size; s32 fd out; u64 token  |
+| FINISH           | incoming        | 0x42 | 8 (8)       | u32 size; u32 reserved (0)       |
+| GET_NAME         | either          | 0x43 | 72 (72)     | u32 size; u32 reserved; name[64] |
 
-`copy_struct_from_user` rules: a size below the struct's minimum is EINVAL; bytes past
-what the kernel knows must be zero (E2BIG); the kernel copies back min(user, kernel) bytes.
-An ioctl number outside a device's table is EINVAL; one in range but issued on the wrong
-kind of fd is ENOTTY. /dev/liveupdate is exclusive (EBUSY on a second open).
+Every command word is `_IO(0xBA, nr)` (direction none, size 0). Dispatch follows the
+kernel's op tables (`luo_ioctl`, `luo_session_ioctl`), in the kernel's order:
+1. `nr` outside the fd's table (a session number on /dev/liveupdate, a device number on a
+   session fd, an unknown number) -> EINVAL;
+2. the word is not exactly the table's `_IO(0xBA, nr)` (another type, a direction or a
+   size encoded) -> ENOTTY;
+3. on a session fd, an op for the other direction (FINISH or RETRIEVE_FD on an outgoing
+   session, PRESERVE_FD on an incoming one) -> EINVAL;
+4. `copy_struct_from_user`: a size below the op's minimum (offsetofend of its last
+   mandatory field) is EINVAL; a shorter struct than the kernel's is zero-filled; bytes
+   past what the kernel knows must be zero (E2BIG); the kernel copies back
+   min(user, kernel) bytes.
+/dev/liveupdate is exclusive (EBUSY on a second open).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import struct
+
+import attrs
 
 from luod.kernel_model.errors import KernelError
 from luod.kernel_model.files.base import File
 from luod.kernel_model.luo.core import Luo
 from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
 
-CREATE_SESSION = 0x00
-RETRIEVE_SESSION = 0x01
-SESSION_PRESERVE_FD = 0x40
-SESSION_RETRIEVE_FD = 0x41
-SESSION_FINISH = 0x42
-SESSION_GET_NAME = 0x43
+LIVEUPDATE_IOCTL_TYPE = 0xBA
+CMD_BASE = 0x00
+CMD_SESSION_BASE = 0x40
+
+
+def io(nr: int, *, ioc_type: int = LIVEUPDATE_IOCTL_TYPE) -> int:
+    """`_IO(ioc_type, nr)`: direction bits and size bits zero."""
+    return (ioc_type << 8) | nr
+
+
+CREATE_SESSION = io(0x00)
+RETRIEVE_SESSION = io(0x01)
+SESSION_PRESERVE_FD = io(0x40)
+SESSION_RETRIEVE_FD = io(0x41)
+SESSION_FINISH = io(0x42)
+SESSION_GET_NAME = io(0x43)
 
 _SESSION_STRUCT = struct.Struct("<Ii64s")
 _FD_STRUCT = struct.Struct("<IiQ")
 _FINISH_STRUCT = struct.Struct("<II")
 _NAME_STRUCT = struct.Struct("<II64s")
 
-DEVICE_TABLE = {CREATE_SESSION: _SESSION_STRUCT, RETRIEVE_SESSION: _SESSION_STRUCT}
-SESSION_TABLE = {
-    SESSION_PRESERVE_FD: _FD_STRUCT,
-    SESSION_RETRIEVE_FD: _FD_STRUCT,
-    SESSION_FINISH: _FINISH_STRUCT,
-    SESSION_GET_NAME: _NAME_STRUCT,
-}
+
+class Direction(enum.Enum):
+    """Which sessions a session ioctl applies to (the kernel's `luo_ioctl_type`)."""
+
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+    ALL = "all"
+
+
+@attrs.frozen
+class IoctlOp:
+    cmd: int
+    layout: struct.Struct
+    min_size: int  # offsetofend of the last mandatory field, as the kernel's table says
+    direction: Direction = Direction.ALL
+
+
+DEVICE_OPS = (
+    IoctlOp(CREATE_SESSION, _SESSION_STRUCT, _SESSION_STRUCT.size),
+    IoctlOp(RETRIEVE_SESSION, _SESSION_STRUCT, _SESSION_STRUCT.size),
+)
+SESSION_OPS = (
+    IoctlOp(SESSION_PRESERVE_FD, _FD_STRUCT, _FD_STRUCT.size, Direction.OUTGOING),
+    IoctlOp(SESSION_RETRIEVE_FD, _FD_STRUCT, _FD_STRUCT.size, Direction.INCOMING),
+    IoctlOp(SESSION_FINISH, _FINISH_STRUCT, _FINISH_STRUCT.size, Direction.INCOMING),
+    IoctlOp(SESSION_GET_NAME, _NAME_STRUCT, _NAME_STRUCT.size),
+)
 
 
 class LuoDeviceFile(File):
@@ -86,22 +128,47 @@ class SessionFile(File):
         return f"[luo_session] {self.session.name}"
 
 
-def copy_struct_from_user(buf: bytes | bytearray, layout: struct.Struct) -> bytes:
+def user_size(buf: bytes | bytearray) -> int:
+    """The struct size userspace declares (the first u32 of the argument)."""
     if len(buf) < 4:
         raise KernelError("ioctl argument shorter than its size field", errno=errno.EINVAL)
     (size,) = struct.unpack_from("<I", buf)
-    if size < layout.size or size > len(buf):
+    return int(size)
+
+
+def copy_struct_from_user(buf: bytes | bytearray, op: IoctlOp) -> bytes:
+    """The kernel's view of the argument: `op.layout.size` bytes, zero-filled past what
+    userspace declared."""
+    size, layout = user_size(buf), op.layout
+    if size < op.min_size:
         raise KernelError(
-            f"ioctl struct size {size} is below the minimum {layout.size}"
-            if size < layout.size
-            else f"ioctl struct size {size} exceeds the buffer",
-            errno=errno.EINVAL,
+            f"ioctl struct size {size} is below the minimum {op.min_size}", errno=errno.EINVAL
         )
+    if size > len(buf):
+        raise KernelError(f"ioctl struct size {size} exceeds the buffer", errno=errno.EINVAL)
     if any(buf[layout.size : size]):
         raise KernelError(
             "ioctl struct has non-zero bytes the kernel does not know", errno=errno.E2BIG
         )
-    return bytes(buf[: layout.size])
+    return bytes(buf[: min(size, layout.size)]).ljust(layout.size, b"\0")
+
+
+def lookup(
+    ops: tuple[IoctlOp, ...], base: int, cmd: int, buf: bytes | bytearray, where: str
+) -> IoctlOp:
+    """Steps 1 and 2 of the dispatch: the table entry for `cmd`'s number, which must be
+    exactly `cmd` (the kernel reads the size field in between)."""
+    index = (cmd & 0xFF) - base
+    if not 0 <= index < len(ops):
+        raise KernelError(f"ioctl {cmd:#x} is not in the {where} table", errno=errno.EINVAL)
+    user_size(buf)
+    op = ops[index]
+    if op.cmd != cmd:
+        raise KernelError(
+            f"ioctl {cmd:#x} is not _IO({LIVEUPDATE_IOCTL_TYPE:#x}, {cmd & 0xFF:#x})",
+            errno=errno.ENOTTY,
+        )
+    return op
 
 
 def _copy_back(buf: bytearray, data: bytes) -> None:
@@ -131,57 +198,55 @@ class LiveUpdateDevice:
         luo.open_device()
         return self.kernel.install(LuoDeviceFile(luo))
 
-    def ioctl(self, fd: int, nr: int, buf: bytearray) -> int:
+    def ioctl(self, fd: int, cmd: int, buf: bytearray) -> int:
         file = self.kernel.file(fd)
         if isinstance(file, LuoDeviceFile):
-            return self._device_ioctl(file, nr, buf)
+            return self._device_ioctl(file, cmd, buf)
         if isinstance(file, SessionFile):
-            return self._session_ioctl(file, nr, buf)
-        raise KernelError(f"ioctl {nr:#x} on {file.describe()}", errno=errno.ENOTTY)
+            return self._session_ioctl(file, cmd, buf)
+        raise KernelError(f"ioctl {cmd:#x} on {file.describe()}", errno=errno.ENOTTY)
 
-    def _device_ioctl(self, dev: LuoDeviceFile, nr: int, buf: bytearray) -> int:
-        if nr in SESSION_TABLE:
-            raise KernelError(f"session ioctl {nr:#x} on /dev/liveupdate", errno=errno.ENOTTY)
-        layout = DEVICE_TABLE.get(nr)
-        if layout is None:
-            raise KernelError(f"unknown /dev/liveupdate ioctl {nr:#x}", errno=errno.EINVAL)
-        size, _, raw = layout.unpack(copy_struct_from_user(buf, layout))
+    def _device_ioctl(self, dev: LuoDeviceFile, cmd: int, buf: bytearray) -> int:
+        op = lookup(DEVICE_OPS, CMD_BASE, cmd, buf, "/dev/liveupdate")
+        size, _, raw = op.layout.unpack(copy_struct_from_user(buf, op))
         name = _name(raw)
         luo = dev.luo
-        session = luo.create_session(name) if nr == CREATE_SESSION else luo.retrieve_session(name)
+        session = luo.create_session(name) if cmd == CREATE_SESSION else luo.retrieve_session(name)
         new_fd = self.kernel.install(SessionFile(luo, session))
-        _copy_back(buf, layout.pack(size, new_fd, raw))
+        _copy_back(buf, op.layout.pack(size, new_fd, raw))
         return 0
 
-    def _session_ioctl(self, sf: SessionFile, nr: int, buf: bytearray) -> int:
-        if nr in DEVICE_TABLE:
-            raise KernelError(f"device ioctl {nr:#x} on a session fd", errno=errno.ENOTTY)
-        layout = SESSION_TABLE.get(nr)
-        if layout is None:
-            raise KernelError(f"unknown session ioctl {nr:#x}", errno=errno.EINVAL)
-        fields = layout.unpack(copy_struct_from_user(buf, layout))
+    def _session_ioctl(self, sf: SessionFile, cmd: int, buf: bytearray) -> int:
+        op = lookup(SESSION_OPS, CMD_SESSION_BASE, cmd, buf, "session")
         luo, session = sf.luo, sf.session
-        if nr == SESSION_GET_NAME:
-            _copy_back(buf, layout.pack(fields[0], 0, session.name.encode()))
+        direction = (
+            Direction.INCOMING if isinstance(session, IncomingSession) else Direction.OUTGOING
+        )
+        if op.direction not in (Direction.ALL, direction):
+            raise KernelError(
+                f"ioctl {cmd:#x} is for {op.direction.value} sessions, "
+                f"{session.name!r} is {direction.value}",
+                errno=errno.EINVAL,
+            )
+        fields = op.layout.unpack(copy_struct_from_user(buf, op))
+        if cmd == SESSION_GET_NAME:
+            _copy_back(buf, op.layout.pack(fields[0], 0, session.name.encode()))
             return 0
-        if nr == SESSION_FINISH:
+        if cmd == SESSION_FINISH:
             if fields[1]:
                 raise KernelError("FINISH reserved field must be zero", errno=errno.EINVAL)
-            if not isinstance(session, IncomingSession):
-                raise KernelError("FINISH on an outgoing session", errno=errno.EINVAL)
+            assert isinstance(session, IncomingSession)
             luo.finish_session(session)
             return 0
         size, in_fd, token = fields
-        if nr == SESSION_PRESERVE_FD:
-            if not isinstance(session, OutgoingSession):
-                raise KernelError("PRESERVE_FD on an incoming session", errno=errno.EINVAL)
+        if cmd == SESSION_PRESERVE_FD:
+            assert isinstance(session, OutgoingSession)
             luo.preserve(session, token, in_fd)
             return 0
-        if not isinstance(session, IncomingSession):
-            raise KernelError("RETRIEVE_FD on an outgoing session", errno=errno.EINVAL)
+        assert isinstance(session, IncomingSession)
         file = luo.retrieve_file(session, token)
         new_fd = self.kernel.install(file)
-        _copy_back(buf, layout.pack(size, new_fd, token))
+        _copy_back(buf, op.layout.pack(size, new_fd, token))
         return 0
 
 

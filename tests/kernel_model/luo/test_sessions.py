@@ -86,10 +86,63 @@ def test_struct_size_rules(kernel: Kernel) -> None:
     big[76] = 0
     assert dev.ioctl(dfd, uapi.CREATE_SESSION, big) == 0  # zero tail is fine
     sfd = int.from_bytes(big[4:8], "little", signed=True)
-    for nr, code in ((0x7F, "EINVAL"), (uapi.CREATE_SESSION, "ENOTTY")):
+    # The kernel's range check: a number outside the fd's table is EINVAL, a device
+    # number on a session fd and a session number on /dev/liveupdate too.
+    for fd, cmd in (
+        (sfd, uapi.io(0x7F)),
+        (sfd, uapi.CREATE_SESSION),
+        (sfd, uapi.io(0x44)),
+        (dfd, uapi.SESSION_PRESERVE_FD),
+        (dfd, uapi.io(0x02)),
+    ):
         with pytest.raises(KernelError) as info:
-            dev.ioctl(sfd, nr, uapi.fd_struct(0, 0))
-        assert errno_of(info) == code
+            dev.ioctl(fd, cmd, uapi.fd_struct(0, 0))
+        assert errno_of(info) == "EINVAL", hex(cmd)
+
+
+def _iow(cmd: int, size: int) -> int:
+    """`cmd` re-encoded as `_IOW`: direction write and a size, same type and number."""
+    return cmd | 1 << 30 | size << 16
+
+
+def test_command_word_is_decoded_whole(kernel: Kernel) -> None:
+    """A number in range but a word that is not exactly `_IO(0xBA, nr)` is ENOTTY; a
+    number out of range is EINVAL whatever the rest of the word says."""
+    dev = uapi.LiveUpdateDevice(kernel)
+    dfd = dev.open()
+    arg = uapi.session_struct(b"s")
+    dev.ioctl(dfd, uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    memfd = kernel.memfd_create("m")
+    for fd, cmd, code in (
+        (dfd, _iow(uapi.CREATE_SESSION, 72), "ENOTTY"),
+        (dfd, uapi.io(0x00, ioc_type=0xBB), "ENOTTY"),
+        (sfd, _iow(uapi.SESSION_PRESERVE_FD, 16), "ENOTTY"),
+        (sfd, uapi.io(0x40, ioc_type=0x00), "ENOTTY"),
+        (sfd, _iow(uapi.io(0x7F), 16), "EINVAL"),
+        (dfd, uapi.io(0x40, ioc_type=0xBB), "EINVAL"),
+    ):
+        with pytest.raises(KernelError) as info:
+            dev.ioctl(fd, cmd, uapi.fd_struct(memfd, 1))
+        assert errno_of(info) == code, hex(cmd)
+    assert not kernel.liveupdate().outgoing["s"].files  # nothing was preserved
+    assert dev.ioctl(sfd, uapi.SESSION_PRESERVE_FD, uapi.fd_struct(memfd, 1)) == 0
+
+
+def test_session_direction_is_checked_before_the_size(kernel: Kernel) -> None:
+    dev = uapi.LiveUpdateDevice(kernel)
+    arg = uapi.session_struct(b"out")
+    dev.ioctl(dev.open(), uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    short = bytearray((4).to_bytes(4, "little")) + bytearray(12)
+    for cmd in (uapi.SESSION_FINISH, uapi.SESSION_RETRIEVE_FD):
+        for buf in (uapi.finish_struct(), short):
+            with pytest.raises(KernelError) as info:
+                dev.ioctl(sfd, cmd, bytearray(buf))
+            assert errno_of(info) == "EINVAL" and "outgoing" in info.value.message
+    with pytest.raises(KernelError) as info:
+        dev.ioctl(sfd, uapi.SESSION_PRESERVE_FD, bytearray(short))
+    assert errno_of(info) == "EINVAL" and "minimum 16" in info.value.message
 
 
 # 8, 9, 10, 11 ------------------------------------------------------------------------------
