@@ -11,7 +11,7 @@ and for clients that want the exact kernel interface:
 | PRESERVE_FD      | outgoing        | 0x40 | 16 (16)     | u32 size; s32 fd in; u64 token   |
 | RETRIEVE_FD      | incoming        | 0x41 | 16 (16)     | u32 size; s32 fd out; u64 token  |
 | FINISH           | incoming        | 0x42 | 8 (8)       | u32 size; u32 reserved (0)       |
-| GET_NAME         | either          | 0x43 | 72 (72)     | u32 size; u32 reserved; name[64] |
+| GET_NAME         | either          | 0x43 | 72 (16)     | u32 size; u32 reserved (0); name |
 
 Every command word is `_IO(0xBA, nr)` (direction none, size 0). Dispatch follows the
 kernel's op tables (`luo_ioctl`, `luo_session_ioctl`), in the kernel's order:
@@ -89,7 +89,9 @@ SESSION_OPS = (
     IoctlOp(SESSION_PRESERVE_FD, _FD_STRUCT, _FD_STRUCT.size, Direction.OUTGOING),
     IoctlOp(SESSION_RETRIEVE_FD, _FD_STRUCT, _FD_STRUCT.size, Direction.INCOMING),
     IoctlOp(SESSION_FINISH, _FINISH_STRUCT, _FINISH_STRUCT.size, Direction.INCOMING),
-    IoctlOp(SESSION_GET_NAME, _NAME_STRUCT, _NAME_STRUCT.size),
+    # The kernel's table gives GET_NAME the bounds of `liveupdate_session_retrieve_fd`
+    # up to its `token`: 16 bytes; a shorter copy-back truncates the name.
+    IoctlOp(SESSION_GET_NAME, _NAME_STRUCT, _FD_STRUCT.size),
 )
 
 
@@ -230,6 +232,8 @@ class LiveUpdateDevice:
             )
         fields = op.layout.unpack(copy_struct_from_user(buf, op))
         if cmd == SESSION_GET_NAME:
+            if fields[1]:
+                raise KernelError("GET_NAME reserved field must be zero", errno=errno.EINVAL)
             _copy_back(buf, op.layout.pack(fields[0], 0, session.name.encode()))
             return 0
         if cmd == SESSION_FINISH:

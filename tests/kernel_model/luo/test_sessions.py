@@ -72,6 +72,31 @@ def test_bad_names_and_get_name(kernel: Kernel) -> None:
     assert bytes(got[8:71]) == b"A" * 63 and got[71] == 0
 
 
+def _get_name(size: int, reserved: int = 0) -> bytearray:
+    arg = bytearray(72)
+    arg[0:8] = size.to_bytes(4, "little") + reserved.to_bytes(4, "little")
+    return arg
+
+
+def test_get_name_rules(kernel: Kernel) -> None:
+    """A nonzero `reserved` is EINVAL; the minimum size is the kernel's table entry (16
+    bytes), below the full 72, and the copy-back stops at the declared size."""
+    dev = uapi.LiveUpdateDevice(kernel)
+    arg = uapi.session_struct(b"a-session-name")
+    dev.ioctl(dev.open(), uapi.CREATE_SESSION, arg)
+    sfd = int.from_bytes(arg[4:8], "little", signed=True)
+    for bad in (_get_name(72, reserved=1), _get_name(12), _get_name(4)):
+        with pytest.raises(KernelError) as info:
+            dev.ioctl(sfd, uapi.SESSION_GET_NAME, bad)
+        assert errno_of(info) == "EINVAL"
+    short = _get_name(16)
+    assert dev.ioctl(sfd, uapi.SESSION_GET_NAME, short) == 0
+    assert bytes(short[8:16]) == b"a-sessio" and not any(short[16:])
+    full = _get_name(72)
+    assert dev.ioctl(sfd, uapi.SESSION_GET_NAME, full) == 0
+    assert bytes(full[8:23]) == b"a-session-name\0"
+
+
 def test_struct_size_rules(kernel: Kernel) -> None:
     dev = uapi.LiveUpdateDevice(kernel)
     dfd = dev.open()
