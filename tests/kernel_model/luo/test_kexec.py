@@ -63,6 +63,34 @@ def test_multi_session(kernel: Kernel) -> None:
     assert nxt.state == "normal" and not luo.incoming
 
 
+def test_luo_multi_session(kernel: Kernel) -> None:
+    """Selftest luo_multi_session: a state session and four test sessions (two empty);
+    stage 2 retrieves all five, verifies the three memfds and FINISHes every session."""
+    luo = kernel.liveupdate()
+    luo.preserve(luo.create_session("kexec_multi_state"), 998, new_memfd(kernel, b"2"))
+    luo.create_session("multi-test-empty-1")
+    luo.create_session("multi-test-empty-2")
+    luo.preserve(luo.create_session("multi-test-files-1"), 0x1001, new_memfd(kernel, b"one"))
+    two = luo.create_session("multi-test-files-2")
+    luo.preserve(two, 0x2002, new_memfd(kernel, b"two"))
+    luo.preserve(two, 0x3003, new_memfd(kernel, b"three"))
+    nxt = opened(update(kernel))
+    luo = nxt.liveupdate()
+    state = luo.retrieve_session("kexec_multi_state")
+    assert luo.retrieve_file(state, 998).read(0, 1) == b"2"  # type: ignore[attr-defined]
+    names = ["multi-test-empty-1", "multi-test-empty-2", "multi-test-files-1"]
+    sessions = {name: luo.retrieve_session(name) for name in [*names, "multi-test-files-2"]}
+    assert not sessions["multi-test-empty-1"].files and not sessions["multi-test-empty-2"].files
+    assert retrieve(nxt, "multi-test-files-1", 0x1001).read(0, 3) == b"one"
+    assert retrieve(nxt, "multi-test-files-2", 0x2002).read(0, 3) == b"two"
+    assert retrieve(nxt, "multi-test-files-2", 0x3003).read(0, 5) == b"three"
+    for session in sessions.values():
+        luo.finish_session(session)
+        assert nxt.state == "updated"  # the state session is still unfinished
+    luo.finish_session(state)
+    assert nxt.state == "normal" and not luo.incoming
+
+
 def test_not_found_and_retrieve_twice(kernel: Kernel) -> None:
     luo = kernel.liveupdate()
     luo.create_session("once")

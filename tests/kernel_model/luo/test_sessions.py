@@ -215,6 +215,26 @@ def test_multiple_and_complex(kernel: Kernel) -> None:
     assert d.read(0, 10) == b""
 
 
+def test_preserve_complex_scenario(kernel: Kernel) -> None:
+    """Selftest preserve_complex_scenario: two sessions, each with one data memfd and one
+    empty memfd; both sessions closed, the data intact and the empty ones read 0 bytes."""
+    luo = kernel.liveupdate()
+    s1, s2 = luo.create_session("complex-1"), luo.create_session("complex-2")
+    data1, empty1 = new_memfd(kernel, b"data for session one"), new_memfd(kernel)
+    data2, empty2 = new_memfd(kernel, b"data for session two"), new_memfd(kernel)
+    luo.preserve(s1, 0x1111, data1)
+    luo.preserve(s1, 0x2222, empty1)
+    luo.preserve(s2, 0x3333, data2)
+    luo.preserve(s2, 0x4444, empty2)
+    assert [f.token for f in s1.files] == [0x1111, 0x2222]
+    assert [f.token for f in s2.files] == [0x3333, 0x4444]
+    luo.close_session(s1)
+    luo.close_session(s2)
+    assert data1.read(0, 20) == b"data for session one"
+    assert data2.read(0, 20) == b"data for session two"
+    assert (empty1.size, empty1.read(0, 10), empty2.read(0, 10)) == (0, b"", b"")
+
+
 # 12, 13, 14, 15, 16 -------------------------------------------------------------------------
 
 
