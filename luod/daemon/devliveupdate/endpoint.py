@@ -53,7 +53,6 @@ from luod.kernel_model.luo.session import IncomingSession, OutgoingSession
 
 log = structlog.get_logger("luod.devliveupdate")
 
-IOCTL_TYPE = 0xBA
 FD_FIELD = 4  # every fd in or out of the uAPI structs sits right after `size`
 NAME_FIELD = slice(8, 72)
 RACY = frozenset({errno.EBUSY, errno.EEXIST, errno.EINVAL})
@@ -65,10 +64,6 @@ class ProgramDevice(uapi.LuoDeviceFile):
 
     def release(self) -> None:
         pass
-
-
-def _io(nr: int) -> int:
-    return (IOCTL_TYPE << 8) | nr
 
 
 def _errno_of(exc: BaseException) -> int:
@@ -239,21 +234,16 @@ class UapiEndpoint:
         """One ioctl on a device or session channel: (bytes to copy back, where the new
         fd's number goes, the new fd)."""
         assert channel.kfd is not None
-        cmd, nr = message.cmd, message.cmd & 0xFF
-        table = uapi.DEVICE_TABLE if channel.kind == "device" else uapi.SESSION_TABLE
-        if nr in table and message.flags & F_FAULT:
-            raise KernelError("ioctl argument is not readable", errno=errno.EFAULT)
-        if nr in table and cmd != _io(nr):
-            raise KernelError(
-                f"ioctl {cmd:#x} is not _IO({IOCTL_TYPE:#x}, {nr:#x})", errno=errno.ENOTTY
-            )
+        cmd = message.cmd
+        if message.flags & F_FAULT:
+            self._fault(channel, cmd)
         buf = bytearray(message.payload)
         if message.size > len(buf):  # past PAYLOAD_MAX: only "is the rest zero" matters
             if message.flags & F_TAIL:
                 buf.append(1)
             struct.pack_into("<I", buf, 0, len(buf))
         kernel = self.host.kernel
-        preserving = nr == uapi.SESSION_PRESERVE_FD and channel.kind == "session" and len(buf) >= 8
+        preserving = cmd == uapi.SESSION_PRESERVE_FD and channel.kind == "session" and len(buf) >= 8
         kfd, key, file = -1, None, None
         if preserving and message.fd is not None:
             file, key = self.live.model_file(message.fd)
@@ -261,8 +251,8 @@ class UapiEndpoint:
         if preserving:
             struct.pack_into("<i", buf, FD_FIELD, kfd if not message.flags & F_BADFD else -1)
         try:
-            self._checked(channel, nr, buf)
-            self._call(channel.kfd, nr, buf)
+            self._checked(channel, cmd, buf)
+            self._call(channel.kfd, cmd, buf)
         finally:
             if kfd >= 0:
                 kernel.close(kfd)
@@ -273,38 +263,53 @@ class UapiEndpoint:
             and message.fd is not None
         ):
             self.live.preserved(key, file, message.fd)
-        if nr == uapi.SESSION_FINISH and channel.kind == "session":
+        if cmd == uapi.SESSION_FINISH and channel.kind == "session":
             session = self.host.kernel.file(channel.kfd)
             assert isinstance(session, uapi.SessionFile)
             self._forget_owner(session.session)
         out = message.payload[:4] + bytes(buf[4 : len(message.payload)])
-        if nr in (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION) and channel.kind == "device":
+        if cmd in (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION) and channel.kind == "device":
             return out, FD_FIELD, self._new_session(channel, buf)
-        if nr == uapi.SESSION_RETRIEVE_FD and channel.kind == "session":
+        if cmd == uapi.SESSION_RETRIEVE_FD and channel.kind == "session":
             return out, FD_FIELD, self._retrieved_fd(channel, buf)
-        return (out if nr == uapi.SESSION_GET_NAME else b""), -1, None
+        return (out if cmd == uapi.SESSION_GET_NAME else b""), -1, None
 
-    def _call(self, kfd: int, nr: int, buf: bytearray) -> None:
+    def _fault(self, channel: Channel, cmd: int) -> None:
+        """A NULL argument: the kernel's range check comes first (EINVAL), then reading
+        the size faults (EFAULT)."""
+        ops: tuple[uapi.IoctlOp, ...]
+        if channel.kind == "device":
+            ops, base, where = uapi.DEVICE_OPS, uapi.CMD_BASE, "/dev/liveupdate"
+        else:
+            ops, base, where = uapi.SESSION_OPS, uapi.CMD_SESSION_BASE, "session"
+        try:
+            uapi.lookup(ops, base, cmd, bytes(4), where)
+        except KernelError as exc:
+            if exc.errno == errno.EINVAL:
+                raise
+        raise KernelError("the ioctl argument is not readable", errno=errno.EFAULT)
+
+    def _call(self, kfd: int, cmd: int, buf: bytearray) -> None:
         device = uapi.LiveUpdateDevice(self.host.kernel)
         try:
-            device.ioctl(kfd, nr, buf)
+            device.ioctl(kfd, cmd, buf)
         except KernelError as exc:
             if exc.errno in RACY and self.settle():
-                device.ioctl(kfd, nr, buf)
+                device.ioctl(kfd, cmd, buf)
             else:
                 raise
 
-    def _checked(self, channel: Channel, nr: int, buf: bytearray) -> None:
+    def _checked(self, channel: Channel, cmd: int, buf: bytearray) -> None:
         """luod's own rules on names: `luod.` is reserved, and a session of another uid is
         not the caller's to retrieve."""
-        if channel.kind != "device" or nr not in uapi.DEVICE_TABLE or len(buf) < 72:
+        if channel.kind != "device" or len(buf) < 72:
             return
         name = bytes(buf[NAME_FIELD]).partition(b"\0")[0].decode(errors="replace")
-        if nr == uapi.CREATE_SESSION and name.startswith("luod."):
+        if cmd == uapi.CREATE_SESSION and name.startswith("luod."):
             raise KernelError(
                 "session names starting with 'luod.' are luod's own", errno=errno.EINVAL
             )
-        if nr == uapi.RETRIEVE_SESSION and name in self.host.luo.incoming:
+        if cmd == uapi.RETRIEVE_SESSION and name in self.host.luo.incoming:
             owner = self.host.owners.get(("incoming", name), 0)
             uid = channel.gateway.uid
             if uid not in (0, owner):

@@ -119,9 +119,23 @@ static void multi_2(int dev)
 	int f1 = must(retrieve_session(dev, "multi-test-files-1"), "RETRIEVE_SESSION");
 	int f2 = must(retrieve_session(dev, "multi-test-files-2"), "RETRIEVE_SESSION");
 
+	struct liveupdate_session_get_name name = { .size = sizeof name, .reserved = 1 };
+	int again;
+
 	verify_text(f1, 0x1001, "multi file 1001");
 	verify_text(f2, 0x3003, "multi file 3003");
 	verify_text(f2, 0x2002, "multi file 2002");
+	/* Incoming and outgoing lists are apart: the same name may be created again now. */
+	again = must(create_session(dev, "multi-test-files-1"), "CREATE_SESSION(incoming name)");
+	close(again);
+	if (ioctl(f1, LIVEUPDATE_SESSION_GET_NAME, &name) == 0 || errno != EINVAL)
+		die("GET_NAME with reserved set did not give EINVAL", errno);
+	if (ioctl(f1, LIVEUPDATE_IOCTL_CREATE_SESSION, &name) == 0 || errno != EINVAL)
+		die("a device ioctl on a session fd did not give EINVAL", errno);
+	must(finish_session(f1), "FINISH");
+	if (retrieve_fd(f1, 0x1001) != -ENOENT)
+		die("RETRIEVE_FD after FINISH did not give ENOENT", 0);
+	must(finish_session(f1), "a second FINISH");
 	finish(e1);
 	finish(e2);
 	finish(f1);
