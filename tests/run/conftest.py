@@ -4,8 +4,10 @@ the C test programs are built once per session (the system compiler; skipped wit
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +15,7 @@ import attrs
 import pytest
 
 from luod_run.build import BuildError, compiler, interposer
-from tests.e2e.conftest import LuodProcess, start_luod, workdir
-
-__all__ = ["workdir"]  # the e2e fixture, shared
+from tests.e2e.conftest import LuodProcess, start_luod
 
 LUOD_RUN = str(Path(sys.executable).parent / "luod-run")
 C_DIR = Path(__file__).with_name("c")
@@ -65,11 +65,24 @@ class Runner:
     def program(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(str(self.toolchain.programs[name]), *args)
 
+    def kexecs(self) -> int:
+        """The running kernel's live-update number."""
+        return int(self.luod.json("status")["kernel"]["liveupdate_number"])  # type: ignore[index]
 
-@pytest.fixture
-def runner(workdir: Path, toolchain: Toolchain) -> Iterator[Runner]:
+    def update(self) -> None:
+        """`luoctl update` into the running release, as the operator does between stages."""
+        release = str(self.luod.json("status")["kernel"]["release"])  # type: ignore[index]
+        self.luod.luoctl("update", "--to", release, check=True)
+
+
+@pytest.fixture(scope="session")
+def runner(toolchain: Toolchain) -> Iterator[Runner]:
+    """One luod for every test here (starting one costs seconds): each test leaves no
+    session behind and compares the live-update number with its own start."""
+    workdir = Path(tempfile.mkdtemp(prefix="luod-run-"))
     running = start_luod(workdir)
     yield Runner(running, toolchain)
     if running.proc.poll() is None:
         running.proc.kill()
         running.proc.communicate()
+    shutil.rmtree(workdir, ignore_errors=True)

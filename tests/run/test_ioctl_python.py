@@ -36,8 +36,7 @@ def test_python_program_speaks_the_uapi(runner: Runner) -> None:
 def test_python_program_across_a_kexec(runner: Runner) -> None:
     first = runner.run(sys.executable, str(PROGRAM), "stage1")
     assert first.returncode == 0, first.stderr
-    release = runner.luod.json("status")["kernel"]["release"]  # type: ignore[index]
-    runner.luod.luoctl("update", "--to", release, check=True)
+    runner.update()
     second = runner.run(sys.executable, str(PROGRAM), "stage2")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout) == {
