@@ -262,6 +262,7 @@ class Daemon:
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
         self.uapi = UapiEndpoint(host, self.orchestrator)
+        self.orchestrator.before_freeze = self.uapi.live.sync
 
     def _fault_fired(self, fired: Fired) -> None:
         log.info("fault_fired", point=fired.point, subject=fired.subject)
@@ -512,6 +513,7 @@ async def _prepare(c: ClientConnection, p: m.Prepare, r: Request) -> Result:
 
 @handles("freeze")
 async def _freeze(c: ClientConnection, p: m.Freeze, r: Request) -> Result:
+    c.daemon.uapi.live.sync()
     c.daemon.host.kernel.freeze()
     c.daemon.bus.publish("frozen")
     return {"state": c.daemon.host.kernel.state}, []

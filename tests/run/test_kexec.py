@@ -42,6 +42,7 @@ def test_the_kexec_ends_the_holder(runner: Runner) -> None:
     assert holders, "stage 1 left no holder"
     runner.update()
     wait_for(lambda: not set(holders) & set(_holders()), "the holder to die")
+    assert runner.program("luo_kexec", "simple", "--stage", "2").returncode == 0
 
 
 def test_other_reboot_commands_are_refused(runner: Runner) -> None:

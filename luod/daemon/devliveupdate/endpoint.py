@@ -146,7 +146,7 @@ class UapiEndpoint:
 
     def userspace_dies(self) -> None:
         """A kexec or a power cycle: see the module docstring."""
-        self.live.sync()
+        self.live.release()
         for gateway in self.gateways:
             gateway.kill(spare=self._rebooting)
         self.gateways.clear()

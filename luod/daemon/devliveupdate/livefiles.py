@@ -2,8 +2,10 @@
 
 PRESERVE_FD gets the caller's real memfd. luod copies its bytes into an emulated memfd,
 which is what the model preserves, and keeps the real fd: the program may go on writing
-through its mapping (and close its own fd), so the bytes are copied again when userspace
-ends at the kexec (`sync`), and what arrives is what the program wrote last. While the file
+through its mapping (and close its own fd), so the bytes are copied again right before the
+freeze (`sync`, which also fills the memfd's holes as the kernel's pinning does, so that
+the records hold every frame) and once more when userspace ends at the kexec (`release`):
+what arrives is what the program wrote last. While the file
 is preserved, `frozen` tells the interposer to refuse ftruncate/fallocate with EPERM, as the
 kernel's frozen mapping does. A second PRESERVE_FD of the same file (any fd, by inode)
 finds the same emulated memfd, so the model's one-preservation rule (EBUSY) holds.
@@ -76,11 +78,21 @@ class LiveFiles:
                 os.close(fd)
 
     def sync(self) -> None:
-        """Userspace ends: bring each preserved memfd up to its real file's bytes, then
-        let the real files go."""
+        """Before the freeze: bring each preserved memfd up to its real file's bytes, and
+        give it every folio of its size, as the kernel's pinning at preserve does, so that
+        later writes land in frames the records hold."""
         for file, fd in self._live.values():
-            with contextlib.suppress(OSError):
-                if file.refs > 0 and not file.seals & (Seal.WRITE | Seal.FUTURE_WRITE):
+            if file.refs > 0 and not file.seals & (Seal.WRITE | Seal.FUTURE_WRITE):
+                with contextlib.suppress(OSError):
+                    _copy_changed(fd, file)
+                file.fill_holes()
+
+    def release(self) -> None:
+        """Userspace ends: the last bytes written (into frames the records hold), then the
+        real files go."""
+        for file, fd in self._live.values():
+            if file.refs > 0 and not file.seals & (Seal.WRITE | Seal.FUTURE_WRITE):
+                with contextlib.suppress(OSError):
                     _copy_changed(fd, file)
             os.close(fd)
         self._live.clear()
