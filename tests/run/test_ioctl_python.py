@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import wait_for
-from tests.run.conftest import Runner
+from tests.e2e.conftest import start_luod, wait_for
+from tests.run.conftest import Runner, Toolchain
 
 PROGRAM = Path(__file__).with_name("uapi_program.py")
 
@@ -44,3 +44,24 @@ def test_python_program_across_a_kexec(runner: Runner) -> None:
         "size": 8192,
         "seals": True,
     }
+
+
+def test_closing_a_retrieved_session_finishes_it(runner: Runner) -> None:
+    assert runner.run(sys.executable, str(PROGRAM), "stage1").returncode == 0
+    runner.update()
+    done = runner.run(sys.executable, str(PROGRAM), "close_retrieved")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"after_close": "ENOENT"}
+    wait_for(lambda: runner.luod.json("status")["state"] == "normal", "the finish")  # type: ignore[index]
+
+
+def test_open_after_a_failed_deserialize_is_eio(toolchain: Toolchain, tmp_path: Path) -> None:
+    luod = start_luod(tmp_path, "--enable-faults")
+    try:
+        broken = Runner(luod, toolchain)
+        luod.luoctl("fault", "arm", "luo.deserialize", check=True)
+        broken.update()
+        done = broken.run(sys.executable, str(PROGRAM), "open")
+        assert json.loads(done.stdout) == {"open": "EIO"}
+    finally:
+        luod.stop()

@@ -2,7 +2,7 @@
 in any language that calls libc would be. Run under luod-run by test_ioctl_python; prints
 what it saw as JSON.
 
-    uapi_program.py basic | stage1 | stage2
+    uapi_program.py basic | stage1 | stage2 | close_retrieved | open
 """
 
 from __future__ import annotations
@@ -102,5 +102,24 @@ def stage2() -> dict[str, object]:
     }
 
 
+def close_retrieved() -> dict[str, object]:
+    """Stage 2 without FINISH: closing the retrieved session's fd finishes it."""
+    dev = os.open("/dev/liveupdate", os.O_RDWR)
+    os.close(session(dev, RETRIEVE, b"py-kexec"))
+    return {"after_close": errname(session, dev, RETRIEVE, b"py-kexec")}
+
+
+def open_device() -> dict[str, object]:
+    return {"open": errname(os.open, "/dev/liveupdate", os.O_RDWR)}
+
+
+MODES = {
+    "basic": basic,
+    "stage1": stage1,
+    "stage2": stage2,
+    "close_retrieved": close_retrieved,
+    "open": open_device,
+}
+
 if __name__ == "__main__":
-    print(json.dumps({"basic": basic, "stage1": stage1, "stage2": stage2}[sys.argv[1]]()))
+    print(json.dumps(MODES[sys.argv[1]]()))

@@ -287,7 +287,8 @@ class UapiEndpoint:
         except KernelError as exc:
             if exc.errno == errno.EINVAL:
                 raise
-        raise KernelError("the ioctl argument is not readable", errno=errno.EFAULT)
+        # A bad user pointer is the transport's finding, not a state of the model.
+        raise DaemonError("BadAddress", "the ioctl argument is not readable", errno=errno.EFAULT)
 
     def _call(self, kfd: int, cmd: int, buf: bytearray) -> None:
         device = uapi.LiveUpdateDevice(self.host.kernel)

@@ -244,6 +244,22 @@ static void uapi_rules(void)
 	close(big.s.fd);
 	CHECK_ERR(result(ioctl(dev, _IOW(LIVEUPDATE_IOCTL_TYPE, 0x00, int), &big)), ENOTTY);
 	CHECK_ERR(result(ioctl(dev, _IO(LIVEUPDATE_IOCTL_TYPE, 0x07), &big)), EINVAL);
+	CHECK_ERR(result(ioctl(dev, LIVEUPDATE_SESSION_FINISH, &big)), EINVAL);
+	CHECK_ERR(result(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, NULL)), EFAULT);
+	CHECK_ERR(result(ioctl(dev, _IO(LIVEUPDATE_IOCTL_TYPE, 0x07), NULL)), EINVAL);
+	{
+		/* Far past what the kernel knows: every byte up to `size` must be zero. */
+		static union { struct liveupdate_ioctl_create_session s; __u8 raw[3 * 4096]; } huge;
+
+		huge.s.size = sizeof huge;
+		strcpy((char *)huge.s.name, "huge");
+		huge.raw[2 * 4096 + 7] = 1;
+		CHECK_ERR(result(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, &huge)), E2BIG);
+		huge.raw[2 * 4096 + 7] = 0;
+		CHECK_OK(result(ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, &huge)));
+		CHECK(huge.s.size == sizeof huge && huge.s.fd >= 0, "huge struct copied back wrong");
+		close(huge.s.fd);
+	}
 
 	s = create_session(dev, "cloexec");
 	flags = fcntl(s, F_GETFD);
