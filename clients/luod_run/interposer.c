@@ -146,11 +146,16 @@ __attribute__((constructor)) static void setup(void)
 	const char *env = getenv("LUOD_RUN_FD");
 	struct ucred cred;
 	socklen_t len = sizeof cred;
+	int type;
+	socklen_t tlen = sizeof type;
 
 	if (!env)
 		return;
+	/* A program may have closed the inherited gateway (or reused its number): then there
+	 * is no /dev/liveupdate here, as on a kernel without LUO. */
 	gateway = atoi(env);
-	if (getsockopt(gateway, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
+	if (getsockopt(gateway, SOL_SOCKET, SO_TYPE, &type, &tlen) || type != SOCK_SEQPACKET ||
+	    getsockopt(gateway, SOL_SOCKET, SO_PEERCRED, &cred, &len)) {
 		gateway = -1;
 		return;
 	}

@@ -92,7 +92,9 @@ class Channel:
         while not self.closed:
             try:
                 await trio.lowlevel.wait_readable(self.sock)
-                data, ancdata, _, _ = self.sock.recvmsg(REQUEST.size + PAYLOAD_MAX, _ANCILLARY)
+                data, ancdata, _, _ = self.sock.recvmsg(
+                    REQUEST.size + PAYLOAD_MAX, _ANCILLARY, socket.MSG_CMSG_CLOEXEC
+                )
             except BlockingIOError:
                 continue
             except (trio.ClosedResourceError, OSError):
