@@ -275,18 +275,16 @@ class UapiEndpoint:
         return (out if cmd == uapi.SESSION_GET_NAME else b""), -1, None
 
     def _fault(self, channel: Channel, cmd: int) -> None:
-        """A NULL argument: the kernel's range check comes first (EINVAL), then reading
-        the size faults (EFAULT)."""
+        """A NULL argument. The kernel checks the number's range first (EINVAL: the model
+        answers that, given no argument at all), then reading the size faults (EFAULT)."""
         ops: tuple[uapi.IoctlOp, ...]
         if channel.kind == "device":
-            ops, base, where = uapi.DEVICE_OPS, uapi.CMD_BASE, "/dev/liveupdate"
+            ops, base = uapi.DEVICE_OPS, uapi.CMD_BASE
         else:
-            ops, base, where = uapi.SESSION_OPS, uapi.CMD_SESSION_BASE, "session"
-        try:
-            uapi.lookup(ops, base, cmd, bytes(4), where)
-        except KernelError as exc:
-            if exc.errno == errno.EINVAL:
-                raise
+            ops, base = uapi.SESSION_OPS, uapi.CMD_SESSION_BASE
+        if not 0 <= (cmd & 0xFF) - base < len(ops):
+            assert channel.kfd is not None
+            self._call(channel.kfd, cmd, bytearray())
         # A bad user pointer is the transport's finding, not a state of the model.
         raise DaemonError("BadAddress", "the ioctl argument is not readable", errno=errno.EFAULT)
 
