@@ -41,6 +41,11 @@ class Gateway:
         with contextlib.suppress(OSError):
             self._pidfds[pid] = os.pidfd_open(pid)
 
+    def forget_exited(self) -> bool:
+        """Drop the processes that have exited; True when none is left."""
+        self._reap_exited()
+        return not self._pidfds
+
     def _reap_exited(self) -> None:
         poller = select.poll()
         for fd in self._pidfds.values():
@@ -76,6 +81,7 @@ class Channel:
         self.sock = sock
         self.gateway = gateway
         self.kfd: int | None = None
+        self.retrieved: dict[int, int] = {}  # a session's token -> the real memfd handed out
         self.closed = False
 
     @classmethod

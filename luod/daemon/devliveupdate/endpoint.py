@@ -80,7 +80,6 @@ class UapiEndpoint:
         self.gateways: list[Gateway] = []
         self.device: Channel | None = None
         self.live = LiveFiles(host)
-        self._retrieved: dict[tuple[int, int], int] = {}  # (session channel, token) -> fd
         self._rebooting: int | None = None
         # One fd per session and per preserved file: the selftests' 2000 sessions need room.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -126,8 +125,12 @@ class UapiEndpoint:
         channel.close()
         if channel is self.device:
             self.device = None
-        for key in [k for k in self._retrieved if k[0] == id(channel)]:
-            os.close(self._retrieved.pop(key))
+        for fd in channel.retrieved.values():
+            os.close(fd)
+        channel.retrieved.clear()
+        gateway = channel.gateway
+        if channel.kind == "gateway" and gateway in self.gateways and gateway.forget_exited():
+            self.gateways.remove(gateway)
         if channel.kfd is None:
             return
         kernel = self.host.kernel
@@ -331,14 +334,13 @@ class UapiEndpoint:
         kernel = self.host.kernel
         file = kernel.file(kfd)
         kernel.close(kfd)  # LUO keeps its own reference; the real memfd stands for it
-        key = (id(channel), token)
-        if key not in self._retrieved:
+        if token not in channel.retrieved:
             if not isinstance(file, MemfdFile):
                 raise KernelError(
                     f"luod-run hands out memfds only, not {file.describe()}", errno=errno.EOPNOTSUPP
                 )
-            self._retrieved[key] = self.host.copy_out(file, "")
-        return self._retrieved[key]
+            channel.retrieved[token] = self.host.copy_out(file, "")
+        return channel.retrieved[token]
 
 
 def _fileno(fd: socket.socket | int | None) -> int | None:
