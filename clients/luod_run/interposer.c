@@ -65,7 +65,9 @@ static int is_ours(int fd)
 }
 
 /* One request, one reply; a reply's fd is installed O_CLOEXEC when `cloexec`. Returns -1
- * with errno EIO when luod is gone (the machine went down under the program). */
+ * with errno EIO when luod is gone (the machine went down under the program). Every
+ * process under luod-run shares the gateway, so a gateway request carries its own reply
+ * socket: two processes asking at once cannot take each other's answer. */
 static int transact(int fd, struct request *rq, const void *payload, size_t plen, int send_fd,
 		    void *out, size_t outcap, struct reply *rp, int *recv_fd, int cloexec)
 {
@@ -73,8 +75,16 @@ static int transact(int fd, struct request *rq, const void *payload, size_t plen
 	struct iovec iov[2] = { { rq, sizeof *rq }, { (void *)payload, plen } };
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = plen ? 2 : 1 };
 	struct cmsghdr *cm;
+	int pair[2] = { fd, -1 };
 	ssize_t n;
 
+	if (fd == gateway) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair)) {
+			errno = EIO;
+			return -1;
+		}
+		send_fd = pair[1];
+	}
 	memset(ctl, 0, sizeof ctl);
 	if (send_fd >= 0) {
 		msg.msg_control = ctl;
@@ -89,19 +99,19 @@ static int transact(int fd, struct request *rq, const void *payload, size_t plen
 	do
 		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		pthread_mutex_unlock(&lock);
-		errno = EIO;
-		return -1;
-	}
+	if (pair[1] >= 0)
+		close(pair[1]);
 	iov[0] = (struct iovec){ rp, sizeof *rp };
 	iov[1] = (struct iovec){ out, outcap };
 	msg = (struct msghdr){ .msg_iov = iov, .msg_iovlen = outcap ? 2 : 1,
 			       .msg_control = ctl, .msg_controllen = sizeof ctl };
-	do
-		n = recvmsg(fd, &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
-	while (n < 0 && errno == EINTR);
+	if (n >= 0)
+		do
+			n = recvmsg(pair[0], &msg, cloexec ? MSG_CMSG_CLOEXEC : 0);
+		while (n < 0 && errno == EINTR);
 	pthread_mutex_unlock(&lock);
+	if (pair[0] != fd)
+		close(pair[0]);
 	if (n < (ssize_t)sizeof *rp) {
 		errno = EIO;
 		return -1;

@@ -124,15 +124,21 @@ class Channel:
             return Message(data, fds[0] if fds else None, pid)
         return None
 
-    def send(self, data: bytes, fd: int | None = None) -> None:
-        """Answer; the program waits for it, so the socket buffer always has room."""
-        if self.closed:
+    def send(self, data: bytes, fd: int | None = None, *, via: int | None = None) -> None:
+        """Answer (on `via`, the request's own reply socket, for the gateway's requests);
+        the program waits for it, so the socket buffer always has room."""
+        if self.closed and via is None:
             return
         ancdata = (
             [] if fd is None else [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, "little"))]
         )
-        with contextlib.suppress(OSError):
-            self.sock.sendmsg([data], ancdata)
+        sock = self.sock if via is None else socket.socket(fileno=via)
+        try:
+            with contextlib.suppress(OSError):
+                sock.sendmsg([data], ancdata)
+        finally:
+            if via is not None:
+                sock.detach()
 
     def close(self) -> None:
         if not self.closed:

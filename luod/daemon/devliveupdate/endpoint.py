@@ -166,6 +166,7 @@ class UapiEndpoint:
         if message.op == OP_HELLO:
             return
         reply_fd: socket.socket | int | None = None
+        via = message.fd if channel.kind == "gateway" else None  # the request's reply socket
         try:
             if message.op == OP_IOCTL and channel.kind != "gateway":
                 data, fd_at, reply_fd = self._ioctl(channel, message)
@@ -177,11 +178,7 @@ class UapiEndpoint:
                 reply_fd = self._open_device(channel.gateway)
             elif message.op == OP_RESIZE:
                 dev, ino = struct.unpack_from("<QQ", message.payload)
-                if (
-                    self.live.frozen((dev, ino))
-                    and self.settle() >= 0
-                    and self.live.frozen((dev, ino))
-                ):
+                if self._frozen((dev, ino)):
                     raise KernelError(
                         "the memfd is preserved: its size is frozen", errno=errno.EPERM
                     )
@@ -191,12 +188,12 @@ class UapiEndpoint:
                 raise KernelError(
                     f"ioctl {message.cmd:#x} on luod-run's gateway", errno=errno.ENOTTY
                 )
-            channel.send(answer(0), _fileno(reply_fd))
+            channel.send(answer(0), _fileno(reply_fd), via=via)
         except (KernelError, DaemonError) as exc:
-            channel.send(answer(_errno_of(exc)))
+            channel.send(answer(_errno_of(exc)), via=via)
         except Exception as exc:  # a bug: the program gets EIO, luod keeps serving
             log.exception("uapi_request_failed", op=message.op, cmd=message.cmd)
-            channel.send(answer(_errno_of(exc)))
+            channel.send(answer(_errno_of(exc)), via=via)
         finally:
             if isinstance(reply_fd, socket.socket):
                 reply_fd.close()
