@@ -24,6 +24,7 @@ from typing import Literal
 import trio
 
 from luod.daemon.devliveupdate.wire import PAYLOAD_MAX, REQUEST, UCRED
+from luod.kernel_model.files.base import File
 
 Kind = Literal["gateway", "device", "session"]
 _ANCILLARY = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(UCRED.size)
@@ -81,7 +82,8 @@ class Channel:
         self.sock = sock
         self.gateway = gateway
         self.kfd: int | None = None
-        self.retrieved: dict[int, int] = {}  # a session's token -> the real memfd handed out
+        # A session's token -> the emulated file and the real memfd standing for it.
+        self.retrieved: dict[int, tuple[File, int]] = {}
         self.closed = False
 
     @classmethod

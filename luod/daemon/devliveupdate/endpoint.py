@@ -125,9 +125,7 @@ class UapiEndpoint:
         channel.close()
         if channel is self.device:
             self.device = None
-        for fd in channel.retrieved.values():
-            os.close(fd)
-        channel.retrieved.clear()
+        self._hand_back(channel)
         gateway = channel.gateway
         if channel.kind == "gateway" and gateway in self.gateways and gateway.forget_exited():
             self.gateways.remove(gateway)
@@ -267,6 +265,7 @@ class UapiEndpoint:
             session = self.host.kernel.file(channel.kfd)
             assert isinstance(session, uapi.SessionFile)
             self._forget_owner(session.session)
+            self._hand_back(channel)
         out = message.payload[:4] + bytes(buf[4 : len(message.payload)])
         if cmd in (uapi.CREATE_SESSION, uapi.RETRIEVE_SESSION) and channel.kind == "device":
             return out, FD_FIELD, self._new_session(channel, buf)
@@ -336,8 +335,17 @@ class UapiEndpoint:
                 raise KernelError(
                     f"luod-run hands out memfds only, not {file.describe()}", errno=errno.EOPNOTSUPP
                 )
-            channel.retrieved[token] = self.host.copy_out(file, "")
-        return channel.retrieved[token]
+            fd = self.host.copy_out(file, "")
+            channel.retrieved[token] = (file, fd)
+            self.live.handed_out(fd, file)
+        return channel.retrieved[token][1]
+
+    def _hand_back(self, channel: Channel) -> None:
+        """The session finished (or went): its files are no longer LUO's."""
+        self.live.finished([file for file, _ in channel.retrieved.values()])
+        for _, fd in channel.retrieved.values():
+            os.close(fd)
+        channel.retrieved.clear()
 
 
 def _fileno(fd: socket.socket | int | None) -> int | None:

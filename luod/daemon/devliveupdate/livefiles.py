@@ -10,6 +10,10 @@ is preserved, `frozen` tells the interposer to refuse ftruncate/fallocate with E
 kernel's frozen mapping does. A second PRESERVE_FD of the same file (any fd, by inode)
 finds the same emulated memfd, so the model's one-preservation rule (EBUSY) holds.
 
+RETRIEVE_FD hands out a real memfd filled from the emulated one; `handed_out` remembers
+which emulated file it stands for until its session finishes, so preserving it again
+meets the model's rule (a retrieved file is LUO's until FINISH: EBUSY).
+
 A file the model has no handler for is still handed to the model, as an opaque `File`, so
 the refusal (ENOENT) comes from the one place that decides it.
 """
@@ -49,6 +53,7 @@ class LiveFiles:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._live: dict[Inode, tuple[MemfdFile, int]] = {}
+        self._handed_out: dict[Inode, File] = {}
 
     def model_file(self, fd: int) -> tuple[File, Inode | None]:
         """The emulated file standing for the real `fd` (which this call does not keep),
@@ -59,12 +64,25 @@ class LiveFiles:
         known = self._live.get(key)
         if known is not None:
             return known[0], key
+        if key in self._handed_out:
+            return self._handed_out[key], None
         return self.host.copy_in(fd, "", size=None, seals=Seal(0)), key
 
     def preserved(self, key: Inode, file: MemfdFile, fd: int) -> None:
         """`file` (standing for the real `fd`) is preserved now; luod keeps a copy of fd."""
         if key not in self._live:
             self._live[key] = (file, os.dup(fd))
+
+    def handed_out(self, fd: int, file: File) -> None:
+        """The real memfd `fd` stands for the retrieved emulated `file`."""
+        self._handed_out[_inode(fd)] = file
+
+    def finished(self, files: list[File]) -> None:
+        """These retrieved files' session finished: their real memfds are the program's."""
+        gone = {id(f) for f in files}
+        for key, file in list(self._handed_out.items()):
+            if id(file) in gone:
+                del self._handed_out[key]
 
     def frozen(self, key: Inode) -> bool:
         return key in self._live
@@ -96,6 +114,7 @@ class LiveFiles:
                     _copy_changed(fd, file)
             os.close(fd)
         self._live.clear()
+        self._handed_out.clear()
 
 
 def _copy_changed(fd: int, file: MemfdFile) -> None:

@@ -4,10 +4,11 @@ call and one per answer (the C side is `clients/luod_run/interposer.c`; the two 
 A request is `Request` (op, cmd, size, flags) then up to PAYLOAD_MAX bytes of the caller's
 ioctl argument, with at most one fd (SCM_RIGHTS: PRESERVE_FD's file on a session; on the
 gateway, the socket the answer goes to, so that processes sharing the gateway never take
-each other's answers) and the sender's SCM_CREDENTIALS. An answer is `Answer` (err: 0 or a positive errno; len: how many bytes of
-the argument to copy back; fd_at: where in them the number of the answer's fd goes, -1 for
-none) then those bytes, with at most one fd. `OP_HELLO` (a process announcing itself: at
-start and in every forked child) gets no answer.
+each other's answers) and the sender's SCM_CREDENTIALS. An answer is `Answer` (err: 0 or a
+positive errno; len: how many bytes of the argument to copy back; fd_at: where in them the
+number of the answer's fd goes, -1 for none) then those bytes, with at most one fd.
+`OP_HELLO` (a process announcing itself: at start and in every forked child) gets no
+answer.
 """
 
 from __future__ import annotations

@@ -120,13 +120,17 @@ static void multi_2(int dev)
 	int f2 = must(retrieve_session(dev, "multi-test-files-2"), "RETRIEVE_SESSION");
 
 	struct liveupdate_session_get_name name = { .size = sizeof name, .reserved = 1 };
-	int again;
+	int again, retrieved;
 
 	verify_text(f1, 0x1001, "multi file 1001");
 	verify_text(f2, 0x3003, "multi file 3003");
 	verify_text(f2, 0x2002, "multi file 2002");
-	/* Incoming and outgoing lists are apart: the same name may be created again now. */
+	/* Incoming and outgoing lists are apart: the same name may be created again now; a
+	 * retrieved file stays LUO's until its session finishes. */
 	again = must(create_session(dev, "multi-test-files-1"), "CREATE_SESSION(incoming name)");
+	retrieved = must(retrieve_fd(f2, 0x2002), "RETRIEVE_FD");
+	if (preserve_fd(again, retrieved, 0x1) != -EBUSY)
+		die("preserving a retrieved file before FINISH did not give EBUSY", 0);
 	close(again);
 	if (ioctl(f1, LIVEUPDATE_SESSION_GET_NAME, &name) == 0 || errno != EINVAL)
 		die("GET_NAME with reserved set did not give EINVAL", errno);
@@ -140,6 +144,10 @@ static void multi_2(int dev)
 	finish(e2);
 	finish(f1);
 	finish(f2);
+	again = must(create_session(dev, "multi-represerve"), "CREATE_SESSION");
+	must(preserve_fd(again, retrieved, 0x1), "PRESERVE_FD of a finished session's file");
+	close(again);
+	close(retrieved);
 }
 
 static void stress_sessions_1(int dev)
