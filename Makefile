@@ -53,6 +53,8 @@ test-slow: tools venv ## the long stress/soak tests (pytest -m slow)
 	$(BIN)/pytest -q -m slow || test $$? -eq 5
 
 run: venv ## run the daemon in the foreground: make run ARGS='--ram 8G'
+	@$(BIN)/python -c 'from luod_run.build import interposer; print("luod-run:", interposer())' \
+		|| echo "luod-run will not work until the interposer builds; luod runs without it"
 	exec $(BIN)/luod $(ARGS)
 
 bench: venv ## run every bench/*.py (files starting with _ are helpers)
