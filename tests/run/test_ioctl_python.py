@@ -4,11 +4,12 @@ language that calls libc reaches luod's device the same way."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from tests.e2e.conftest import start_luod, wait_for
-from tests.run.conftest import Runner, Toolchain
+from tests.run.conftest import LUOD_RUN, Runner, Toolchain
 
 PROGRAM = Path(__file__).with_name("uapi_program.py")
 
@@ -65,3 +66,28 @@ def test_open_after_a_failed_deserialize_is_eio(toolchain: Toolchain, tmp_path: 
         assert json.loads(done.stdout) == {"open": "EIO"}
     finally:
         luod.stop()
+
+
+def test_a_close_during_an_update_waits_for_its_end(runner: Runner) -> None:
+    """An outgoing session closed while an update is prepared goes only when the update
+    is over (the kernel's close blocks); luod keeps serving meanwhile."""
+    with subprocess.Popen(
+        [LUOD_RUN, "--socket", str(runner.luod.socket), "--", sys.executable, str(PROGRAM), "hold"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=runner.toolchain.env,
+    ) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "ready\n"
+        runner.luod.luoctl("prepare", check=True)
+        holder.stdin.write("go\n")
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+    opened = runner.run(sys.executable, str(PROGRAM), "open")  # the endpoint looks again
+    assert json.loads(opened.stdout) == {"open": "ok"}
+    names = [s["name"] for s in runner.luod.json("session", "list")]  # type: ignore[attr-defined]
+    assert names == ["held"]
+    runner.luod.luoctl("cancel", check=True)
+    runner.run(sys.executable, str(PROGRAM), "open")
+    wait_for(lambda: runner.luod.json("session", "list") == [], "the deferred close")

@@ -2,7 +2,7 @@
 in any language that calls libc would be. Run under luod-run by test_ioctl_python; prints
 what it saw as JSON.
 
-    uapi_program.py basic | stage1 | stage2 | close_retrieved | open
+    uapi_program.py basic | stage1 | stage2 | close_retrieved | open | hold
 """
 
 from __future__ import annotations
@@ -109,6 +109,15 @@ def close_retrieved() -> dict[str, object]:
     return {"after_close": errname(session, dev, RETRIEVE, b"py-kexec")}
 
 
+def hold() -> dict[str, object]:
+    """Create session "held", say so, and exit (closing it) when stdin has a line."""
+    dev = os.open("/dev/liveupdate", os.O_RDWR)
+    session(dev, CREATE, b"held")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    return {}
+
+
 def open_device() -> dict[str, object]:
     return {"open": errname(os.open, "/dev/liveupdate", os.O_RDWR)}
 
@@ -119,6 +128,7 @@ MODES = {
     "stage2": stage2,
     "close_retrieved": close_retrieved,
     "open": open_device,
+    "hold": hold,
 }
 
 if __name__ == "__main__":

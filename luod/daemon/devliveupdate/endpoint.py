@@ -81,6 +81,7 @@ class UapiEndpoint:
         self.device: Channel | None = None
         self.live = LiveFiles(host)
         self._rebooting: int | None = None
+        self._deferred: list[tuple[File, list[File]]] = []  # releases waiting for an update
         # One fd per session and per preserved file: the selftests' 2000 sessions need room.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != hard:
@@ -109,10 +110,14 @@ class UapiEndpoint:
             finally:
                 if message.fd is not None:
                     os.close(message.fd)
-        self._release(channel)
+        try:
+            self._release(channel)
+        except Exception:  # a bug must not take the daemon down with one program's fd
+            log.exception("uapi_release_failed", kind=channel.kind)
 
     def settle(self) -> int:
         """Release every channel whose program side is gone; how many were."""
+        self._retry_deferred()
         gone = hung_up(self.channels)
         for channel in gone:
             self._release(channel)
@@ -134,12 +139,31 @@ class UapiEndpoint:
         kernel = self.host.kernel
         file = kernel.file(channel.kfd)
         files: list[File] = []
+        if isinstance(file, uapi.SessionFile) and isinstance(file.session, OutgoingSession):
+            files = [f.file for f in file.session.files]
+        try:
+            kernel.close(channel.kfd)
+        except KernelError:
+            # An outgoing session cannot go while an update is prepared or frozen: the
+            # kernel's close waits for the update's end, so the release is retried then.
+            self._deferred.append((file, files))
+            return
+        self._released(file, files)
+
+    def _released(self, file: File, files: list[File]) -> None:
         if isinstance(file, uapi.SessionFile):
-            if isinstance(file.session, OutgoingSession):
-                files = [f.file for f in file.session.files]
             self._forget_owner(file.session)
-        kernel.close(channel.kfd)
         self.live.unpreserved(files)
+
+    def _retry_deferred(self) -> None:
+        waiting, self._deferred = self._deferred, []
+        for file, files in waiting:
+            try:
+                file.release()
+            except KernelError:
+                self._deferred.append((file, files))
+            else:
+                self._released(file, files)
 
     def _forget_owner(self, session: OutgoingSession | IncomingSession) -> None:
         direction = "outgoing" if isinstance(session, OutgoingSession) else "incoming"
@@ -148,6 +172,7 @@ class UapiEndpoint:
     def userspace_dies(self) -> None:
         """A kexec or a power cycle: see the module docstring."""
         self.live.release()
+        self._deferred.clear()  # they cross: the kernel's close never returned
         for gateway in self.gateways:
             gateway.kill(spare=self._rebooting)
         self.gateways.clear()
@@ -163,6 +188,7 @@ class UapiEndpoint:
             channel.gateway.announce(message.pid)
         if message.op == OP_HELLO:
             return
+        self._retry_deferred()
         reply_fd: socket.socket | int | None = None
         via = message.fd if channel.kind == "gateway" else None  # the request's reply socket
         try:
