@@ -22,6 +22,7 @@ SCENARIOS = [
     "preserve_many_sessions",
     "preserve_many_files",
     "uapi_rules",
+    "libc_entry_points",
 ]
 
 

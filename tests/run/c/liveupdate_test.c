@@ -284,6 +284,35 @@ static void uapi_rules(void)
 	close(dev);
 }
 
+/* Every libc entry point that opens a path reaches luod: open, open64, openat, openat64,
+ * and (built with _FORTIFY_SOURCE, flags not known at compile time) their __*_2 forms. */
+static int open_via(int how, int flags)
+{
+	switch (how) {
+	case 0: return open(DEVICE, flags);
+	case 1: return open64(DEVICE, flags);
+	case 2: return openat(AT_FDCWD, DEVICE, flags);
+	default: return openat64(AT_FDCWD, DEVICE, flags);
+	}
+}
+
+static void libc_entry_points(void)
+{
+	volatile int flags = O_RDWR | O_CLOEXEC;
+	int how, fd, got, s;
+
+	for (how = 0; how < 4; how++) {
+		fd = open_via(how, flags);
+		CHECK(fd >= 0, "entry point %d: %s", how, strerror(errno));
+		got = fcntl(fd, F_GETFD);
+		CHECK(got >= 0 && (got & FD_CLOEXEC), "entry point %d lost O_CLOEXEC", how);
+		s = create_session(fd, "entry-point");
+		CHECK_OK(s);
+		close(s);
+		close(fd);
+	}
+}
+
 int main(void)
 {
 	static const struct { const char *name; void (*run)(void); } tests[] = {
@@ -294,6 +323,7 @@ int main(void)
 		T(prevent_double_preservation), T(create_session_no_null_termination),
 		T(create_session_empty_name), T(get_session_name), T(get_session_name_max_length),
 		T(preserve_many_sessions), T(preserve_many_files), T(uapi_rules),
+		T(libc_entry_points),
 	};
 	unsigned i;
 	int before;
