@@ -4,10 +4,26 @@ finishes; and the variant whose program calls reboot(RB_KEXEC) itself."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from tests.e2e.conftest import wait_for
-from tests.run.conftest import Runner
+from luod_run.build import compiler, interposer
+from tests.e2e.conftest import traversable_venv, wait_for
+from tests.run.conftest import LUOD_RUN, Runner
+
+__all__ = ["traversable_venv"]  # the e2e fixture, used here
+
+REBOOT_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <sys/reboot.h>
+int main(void) { int r = reboot(RB_KEXEC); printf("%d %d\n", r, errno); return 0; }
+"""
 
 
 @pytest.mark.parametrize("test", ["simple", "multi", "stress_sessions", "stress_files"])
@@ -58,8 +74,6 @@ def test_other_reboot_commands_are_refused(runner: Runner) -> None:
 
 
 def _holders() -> list[int]:
-    import os
-
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -70,3 +84,42 @@ def _holders() -> list[int]:
         if argv[0].endswith(b"/luo_kexec") and argv[1:2] == [b"simple"]:
             found.append(int(pid))
     return found
+
+
+@pytest.mark.usefixtures("traversable_venv")
+def test_reboot_needs_root_or_luods_uid(
+    runner: Runner, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """As the kernel wants CAP_SYS_BOOT: another uid's reboot(RB_KEXEC) is EPERM."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a program as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="luod-run-nobody-"))
+    try:
+        shared.chmod(0o755)
+        runner.luod.workdir.chmod(0o755)
+        os.chmod(runner.luod.socket, 0o666)
+        env = {**runner.toolchain.env, "LUOD_RUN_CACHE": str(shared / "cache")}
+        interposer(env)
+        (shared / "cache").chmod(0o755)
+        (shared / "reboot.c").write_text(REBOOT_C)
+        subprocess.run(
+            [compiler(env), "-o", str(shared / "reboot"), str(shared / "reboot.c")], check=True
+        )
+        before = runner.kexecs()
+        done = subprocess.run(
+            [
+                *("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"),
+                *(LUOD_RUN, "--socket", str(runner.luod.socket), "--", str(shared / "reboot")),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=shared,
+            timeout=60,
+            check=False,
+        )
+        assert done.stdout.split() == ["-1", "1"], done.stderr  # EPERM
+        assert runner.kexecs() == before
+    finally:
+        os.chmod(runner.luod.socket, 0o600)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -207,7 +207,7 @@ class UapiEndpoint:
                         "the memfd is preserved: its size is frozen", errno=errno.EPERM
                     )
             elif message.op == OP_REBOOT:
-                await self._reboot(message.pid)
+                await self._reboot(channel.gateway, message.pid)
             else:
                 raise KernelError(
                     f"ioctl {message.cmd:#x} on luod-run's gateway", errno=errno.ENOTTY
@@ -240,7 +240,10 @@ class UapiEndpoint:
         self.device = channel
         return self._open((channel, theirs))
 
-    async def _reboot(self, pid: int) -> None:
+    async def _reboot(self, gateway: Gateway, pid: int) -> None:
+        # The kernel wants CAP_SYS_BOOT; luod's rule for updates is root or its own uid.
+        if gateway.uid not in (0, os.getuid()):
+            raise KernelError(f"uid {gateway.uid} may not reboot the machine", errno=errno.EPERM)
         kernel = self.host.kernel
         self._rebooting = pid
         try:
