@@ -12,6 +12,11 @@ Closing is the kernel's: the program's last reference to a channel gone, luod cl
 emulated fd, so an outgoing session is unpreserved and a retrieved one finished. Because a
 close is seen asynchronously, any answer that another fd's close could change (EBUSY,
 EEXIST, EINVAL) is computed again once channels already hung up are reaped (`settle`).
+An outgoing session closed while an update is prepared or frozen cannot go (the kernel's
+close waits): its release is retried when the update is over.
+
+reboot(LINUX_REBOOT_CMD_KEXEC) runs the update into the loaded target (the kexec when
+already frozen), for root or luod's own uid only, as the kernel wants CAP_SYS_BOOT.
 
 A kexec ends userspace (`userspace_dies`): live memfds are copied one last time, every
 process luod-run started is killed (the one calling reboot exits 0 by itself), every
