@@ -76,6 +76,8 @@ ansible-sanity: venv ## ansible-test sanity on the Ansible collection (not in `m
 		ansible-test sanity --python "$$python"
 
 run: venv ## run the daemon in the foreground: make run ARGS='--ram 8G'
+	@$(BIN)/python -c 'from luod_run.build import interposer; print("luod-run:", interposer())' \
+		|| echo "luod-run will not work until the interposer builds; luod runs without it"
 	exec $(BIN)/luod $(ARGS)
 
 bench: venv ## run every bench/*.py (files starting with _ are helpers)

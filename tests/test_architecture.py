@@ -20,18 +20,36 @@ TREES = {
     "luod": ROOT / "luod",
     "luoctl": ROOT / "clients/luoctl",
     "luod_vmm": ROOT / "clients/luod_vmm",
+    "luod_run": ROOT / "clients/luod_run",
 }
 MAX_LINES = 400
 
 # Layer -> prefixes it must not import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "luod.hw": ("luod.kernel_model", "luod.daemon", "luod.ipc", "trio", "luoctl", "luod_vmm"),
-    "luod.kernel_model": ("luod.daemon", "luod.ipc", "trio", "luoctl", "luod_vmm"),
-    "luod.ipc": ("luod.daemon", "luod.kernel_model", "luod.hw", "luoctl", "luod_vmm"),
-    "luod.daemon": ("luoctl", "luod_vmm"),
-    "luod.cli": ("luod.daemon", "luod.kernel_model", "luod.hw", "trio", "luoctl", "luod_vmm"),
-    "luoctl": ("luod.daemon", "luod.kernel_model", "luod.hw", "luod_vmm", "trio"),
-    "luod_vmm": ("luod.daemon", "luod.kernel_model", "luod.hw", "luoctl"),
+    "luod.hw": (
+        "luod.kernel_model",
+        "luod.daemon",
+        "luod.ipc",
+        "trio",
+        "luoctl",
+        "luod_vmm",
+        "luod_run",
+    ),
+    "luod.kernel_model": ("luod.daemon", "luod.ipc", "trio", "luoctl", "luod_vmm", "luod_run"),
+    "luod.ipc": ("luod.daemon", "luod.kernel_model", "luod.hw", "luoctl", "luod_vmm", "luod_run"),
+    "luod.daemon": ("luoctl", "luod_vmm", "luod_run"),
+    "luod.cli": (
+        "luod.daemon",
+        "luod.kernel_model",
+        "luod.hw",
+        "trio",
+        "luoctl",
+        "luod_vmm",
+        "luod_run",
+    ),
+    "luoctl": ("luod.daemon", "luod.kernel_model", "luod.hw", "luod_vmm", "luod_run", "trio"),
+    "luod_vmm": ("luod.daemon", "luod.kernel_model", "luod.hw", "luoctl", "luod_run"),
+    "luod_run": ("luod.daemon", "luod.kernel_model", "luod.hw", "luoctl", "luod_vmm", "trio"),
 }
 
 

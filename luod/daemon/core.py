@@ -19,6 +19,7 @@ import trio
 
 from luod import __version__
 from luod.daemon.clock import DeviceClock
+from luod.daemon.devliveupdate import UapiEndpoint
 from luod.daemon.events import EventBus
 from luod.daemon.host import Host
 from luod.daemon.orchestrator import Orchestrator
@@ -77,6 +78,8 @@ class Daemon:
         )
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
+        self.uapi = UapiEndpoint(host, self.orchestrator)  # luod-run's /dev/liveupdate
+        self.orchestrator.before_freeze = self.uapi.live.sync
 
     def _fault_fired(self, fired: Fired) -> None:
         log.info("fault_fired", point=fired.point, subject=fired.subject)
@@ -98,6 +101,7 @@ class Daemon:
     def userspace_dies(self, keep: object = None) -> None:
         """A kexec or power cycle ends emulated userspace: participants and connections
         holding emulated files are dropped; `keep` (who asked) and control-only ones stay."""
+        self.uapi.userspace_dies()
         for conn in list(self.connections.values()):
             if conn is keep:
                 conn.holds_files = False

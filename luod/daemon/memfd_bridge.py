@@ -17,6 +17,7 @@ from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
 from luod.daemon.errors import DaemonError
+from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.memfd.file import MemfdFile
 from luod.kernel_model.memfd.seals import Seal
 
@@ -109,6 +110,19 @@ def fill_steps(
         memfd.truncate(size)
     if seals:
         memfd.add_seals(seals)
+
+
+def new_copy(kernel: Kernel, source: int, name: str) -> MemfdFile:
+    """A new emulated memfd (not preserved) holding the bytes and content seals of the real
+    fd `source`."""
+    memfd = kernel.new_memfd(name)
+    try:
+        for _ in fill_steps(memfd, source, None, source_seals(source)):
+            pass
+    except BaseException:
+        memfd.release()
+        raise
+    return memfd
 
 
 def copy_out(file: MemfdFile, fd: int) -> None:

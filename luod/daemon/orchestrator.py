@@ -73,6 +73,7 @@ class Orchestrator:
         self._ids = itertools.count(1)
         self._on_record = on_update_record
         self._on_kexec = on_kexec
+        self.before_freeze: Callable[[], None] = lambda: None  # luod-run's live memfds
         self._status = status_hook
         self._pending_resume: set[str] = set()
         self._kexec_at: float | None = None
@@ -219,6 +220,7 @@ class Orchestrator:
             self._status(f"update {update_id}: freeze")
             self._hit("update.freeze-barrier", image.release)
             await self.roster.wait_for_all(update_id, "freeze", deadline)
+            self.before_freeze()
             host.kernel.freeze()
             self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)

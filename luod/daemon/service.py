@@ -66,7 +66,7 @@ async def serve(
         await handle_stream(daemon, dispatch, stream)
 
     async with trio.open_nursery() as nursery:
-        daemon.nursery = daemon.orchestrator.nursery = nursery
+        daemon.nursery = daemon.orchestrator.nursery = daemon.uapi.nursery = nursery
         nursery.start_soon(daemon.clock.run)
         task_status.started()
         await trio.serve_listeners(handle, [listener], handler_nursery=nursery)

@@ -76,5 +76,5 @@ def test_every_method_carries_its_access_fds_and_waiting() -> None:
         "memfd.preserve": (1, 1),
         "object.create": (0, 1),
     }
-    assert {n for n, s in specs.items() if s.fds_out} == {"memfd.retrieve"}
+    assert {n for n, s in specs.items() if s.fds_out} == {"memfd.retrieve", "uapi.attach"}
     assert {s.access for s in specs.values()} <= {"anyone", "owner", "admin"}

@@ -58,3 +58,8 @@ async def _session_finish(c: ClientConnection, p: m.SessionFinish, r: Request) -
     c.daemon.host.session_finish(c.caller, p.name)
     c.daemon.bus.publish("session.finished", name=p.name, state=c.daemon.host.kernel.state)
     return {}, []
+
+
+@group("uapi.attach")
+async def _uapi_attach(c: ClientConnection, p: m.UapiAttach, r: Request) -> Result:
+    return {}, [c.daemon.uapi.attach(c.caller.uid)]

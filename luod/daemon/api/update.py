@@ -53,6 +53,7 @@ async def _prepare(c: ClientConnection, p: m.Prepare, r: Request) -> Result:
 
 @group("freeze")
 async def _freeze(c: ClientConnection, p: m.Freeze, r: Request) -> Result:
+    c.daemon.uapi.live.sync()  # luod-run's live memfds: the bytes written last
     c.daemon.host.kernel.freeze()
     c.daemon.bus.publish("frozen")
     return {"state": c.daemon.host.kernel.state}, []

@@ -48,6 +48,7 @@ from luod.ipc.methods.sessions import (
     SessionList,
     SessionRetrieve,
     SessionShow,
+    UapiAttach,
 )
 from luod.ipc.methods.table import METHODS, Direction
 from luod.ipc.methods.update import (
@@ -112,5 +113,6 @@ __all__ = [
     "SessionRetrieve",
     "SessionShow",
     "Status",
+    "UapiAttach",
     "Update",
 ]

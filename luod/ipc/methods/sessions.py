@@ -101,3 +101,10 @@ class FileRetrieve:
 
     session: str
     token: int
+
+
+@METHODS.method("uapi.attach", access="owner", fds_out=1)
+@attrs.frozen
+class UapiAttach:
+    """luod-run's start: a gateway for an unmodified program's /dev/liveupdate calls.
+    Result: {}; one fd: the program's end of the gateway (a SOCK_SEQPACKET socket)."""
