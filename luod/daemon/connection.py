@@ -20,6 +20,7 @@ import structlog
 import trio
 
 from luod import __version__
+from luod.daemon.access import NO_ACCESS
 from luod.daemon.core import Daemon
 from luod.daemon.errors import error_reply
 from luod.daemon.events import DROPPED, Subscriber
@@ -55,6 +56,7 @@ class ClientConnection:
         self.daemon = daemon
         self.stream = stream
         self.caller = caller
+        self.access = NO_ACCESS  # resolved at hello: requests only read `access.admin`
         self.id = conn_id
         self.participant: Participant | None = None
         self.subscriber: Subscriber | None = None
@@ -91,6 +93,7 @@ class ClientConnection:
                 await self.stream.accept_hello(SERVER_NAME)
             except (ProtocolError, ConnectionLost, trio.BrokenResourceError):
                 return
+            self.access = self.daemon.policy.resolve(self.caller.uid, self.caller.gid)
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._writer)
                 try:

@@ -18,6 +18,7 @@ import structlog
 import trio
 
 from luod import __version__
+from luod.daemon.access import AdminPolicy
 from luod.daemon.clock import DeviceClock
 from luod.daemon.devliveupdate import UapiEndpoint
 from luod.daemon.events import EventBus
@@ -57,8 +58,10 @@ class Daemon:
         faults_enabled: bool = False,
         event_capacity: int = 1024,
         drop_grace: float = DROP_GRACE_SECONDS,
+        policy: AdminPolicy | None = None,
     ) -> None:
         self.host = host
+        self.policy = policy or AdminPolicy(os.getuid())
         self.bus = EventBus(capacity=event_capacity)
         self.faults_enabled = faults_enabled
         self.drop_grace = drop_grace

@@ -14,6 +14,7 @@ the socket systemd passed), reports readiness, pings the watchdog and stops clea
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 from luod import __version__
 from luod.daemon import boot, sdnotify
+from luod.daemon.access import AdminGroup, AdminPolicy, resolve_group
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
@@ -114,6 +116,14 @@ def parse_hugetlb(text: str) -> dict[int, int]:
     return pools
 
 
+def parse_admin_group(text: str) -> AdminGroup:
+    """`--admin-group`: an existing group, by name or gid."""
+    try:
+        return resolve_group(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `luod` argument parser (every flag of CLI.md, validated at parse time)."""
     parser = argparse.ArgumentParser(
@@ -175,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--enable-faults",
         action="store_true",
         help="allow root (or luod's own uid) to arm fault-injection points (fault.arm)",
+    )
+    parser.add_argument(
+        "--admin-group",
+        metavar="GROUP",
+        type=parse_admin_group,
+        help=(
+            "members of GROUP (name or gid) may drive the machine (load, prepare, kexec, "
+            "update, boot...) besides root and luod's own uid (default: none)"
+        ),
     )
     parser.add_argument(
         "--log-format",
@@ -267,6 +286,7 @@ async def _serve(
             records=records,
             status_hook=sdnotify.status,
             faults_enabled=args.enable_faults,
+            policy=AdminPolicy(os.getuid(), args.admin_group),
         )
         kernel = host.kernel
         async with trio.open_nursery() as nursery:

@@ -32,7 +32,7 @@ async def handle_stream(daemon: Daemon, dispatch: Dispatcher, stream: trio.Socke
     framed = FramedStream(stream, Connection(Role.SERVER))
     try:
         creds = framed.peer_credentials()
-        caller = Caller(uid=creds.uid, pid=creds.pid)
+        caller = Caller(uid=creds.uid, pid=creds.pid, gid=creds.gid)
     except (RuntimeError, OSError):
         caller = Caller(uid=os.getuid())
     conn = ClientConnection(daemon, framed, caller, next(daemon.ids), dispatch)
