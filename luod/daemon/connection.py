@@ -28,10 +28,16 @@ from luod.daemon.owners import Caller
 from luod.daemon.participants import Participant
 from luod.ipc.async_transport import FramedStream
 from luod.ipc.connection import CLOSED
-from luod.ipc.errors import ConnectionLost, ProtocolError, RemoteProtocolError
+from luod.ipc.errors import (
+    ConnectionLost,
+    ProtocolError,
+    ProtocolErrorName,
+    RemoteProtocolError,
+)
 from luod.ipc.fdpass import close_fds
 from luod.ipc.messages import ErrorReply, Event, Reply, Request
 from luod.ipc.methods import METHODS
+from luod.ipc.state import Moot
 
 log = structlog.get_logger("luod.server")
 
@@ -140,6 +146,8 @@ class ClientConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._scope.cancel()
                     return
+                except Moot:
+                    pass  # queued before the client broke the protocol; its error goes next
                 except ProtocolError as exc:
                     log.warning("unsendable", conn=self.id, error=str(exc))
                 finally:
@@ -166,6 +174,10 @@ class ClientConnection:
             except trio.WouldBlock:
                 await self._slots.acquire()
             spec = METHODS.get(message.method)
+            if message.fds and spec is not None and spec.fds_in[1] == 0:
+                self._refuse_fds(message)  # docs/protocol.md: BadMessage, then close
+                self._slots.release()
+                return
             if spec is not None and spec.waits:
                 nursery.start_soon(self._handle, message)
             else:
@@ -174,6 +186,18 @@ class ClientConnection:
                 # (`receive` checkpoints now and then even when frames are buffered, so a
                 # client pipelining a burst of requests cannot hold the scheduler.)
                 await self._handle(message)
+
+    def _refuse_fds(self, request: Request) -> None:
+        close_fds(request.fds)
+        exc = RemoteProtocolError(
+            ProtocolErrorName.BAD_MESSAGE,
+            f"{request.method} takes no file descriptors; request {request.id} sent "
+            f"{len(request.fds)}",
+            object=request.method,
+        )
+        log.info("protocol_error", conn=self.id, error=str(exc))
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._send.send_nowait(error_reply(None, exc))
 
     async def _handle(self, request: Request) -> None:
         try:

@@ -33,6 +33,7 @@ from luod.daemon.access import AdminGroup, AdminPolicy, resolve_group
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
+    UnixListener,
     default_socket_path,
     from_activation,
     open_unix_listener,
@@ -263,7 +264,31 @@ async def _serve(
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
 ) -> int:
-    """The trio main: listen, serve, report readiness, stop cleanly on a signal."""
+    """`_listen_and_serve`, removing the socket file on every exit after the bind, clean
+    (a signal) or not (an error). A second signal while it shuts down lands in the outer
+    receiver, which nobody reads: the cleanup finishes instead of dying half-way."""
+    bound: list[UnixListener] = []
+    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS):
+        try:
+            return await _listen_and_serve(
+                log, args, host, socket_path, activated, saved_mask, bound
+            )
+        finally:
+            for listener in bound:
+                listener.close()
+
+
+async def _listen_and_serve(
+    log: FilteringBoundLogger,
+    args: argparse.Namespace,
+    host: Host,
+    socket_path: Path | None,
+    activated: list[tuple[int, str]],
+    saved_mask: Iterable[int],
+    bound: list[UnixListener],
+) -> int:
+    """The trio main: listen, serve, report readiness, stop cleanly on a signal. The
+    listener goes into `bound` as soon as it exists, for `_serve` to close on any exit."""
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         # Handlers are installed: let held and future signals through to the receiver.
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
@@ -276,6 +301,7 @@ async def _serve(
         except ListenerError as exc:
             log.error("listen_failed", error=str(exc))
             return 1
+        bound.append(listener)
         from luod.daemon.core import Daemon  # heavy: numpy and the model
         from luod.daemon.service import serve
 

@@ -39,8 +39,8 @@ class MethodSpec:
     params: type[Any]
     access: Access
     fds_in: tuple[int, int] = (0, 0)
-    """How many fds a request carries: at least, at most (a method taking none closes
-    any that arrive)."""
+    """How many fds a request carries: at least, at most (fds sent to a method taking
+    none are `luod.BadMessage`, and the daemon closes the connection)."""
     fds_out: int = 0
     """How many fds a successful reply carries."""
     waits: bool = False
