@@ -76,6 +76,7 @@ class Daemon:
             self.bus,
             on_update_record=self.records.update_finished,
             on_kexec=self.userspace_dies,
+            on_phase=self.record_phase,
             status_hook=status_hook,
             clock=self.clock,
         )
@@ -83,6 +84,35 @@ class Daemon:
             self.orchestrator.last_update = self.records.last_update
         self.uapi = UapiEndpoint(host, self.orchestrator)  # luod-run's /dev/liveupdate
         self.orchestrator.before_freeze = self.uapi.live.sync
+
+    def at_stake(self) -> list[dict[str, Any]]:
+        """Every session and file a crash now would lose: {name, direction, owner,
+        files: [{token, type}]}, for the run record."""
+        return [
+            {
+                "name": s["name"],
+                "direction": s["direction"],
+                "owner": s["owner"],
+                "files": [{"token": f["token"], "type": f["type"]} for f in s["files"]],
+            }
+            for s in self.host.sessions()
+        ]
+
+    def record_phase(
+        self, phase: str | None, update_id: int | None, target: str | None, kind: str = "update"
+    ) -> None:
+        """Durably note the update phase now running (None: nothing is in flight)."""
+        if phase is None:
+            self.records.settled()
+            return
+        self.records.phase(
+            phase,
+            update_id=update_id,
+            start_release=self.host.kernel.release,
+            target=target,
+            sessions=self.at_stake(),
+            kind=kind,
+        )
 
     def _fault_fired(self, fired: Fired) -> None:
         log.info("fault_fired", point=fired.point, subject=fired.subject)

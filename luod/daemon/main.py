@@ -233,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     # Hold shutdown signals until the trio receiver owns them (see the module docstring).
     saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
     try:
+        records = RunRecords(args.state_dir)
+        try:
+            records.start()  # before the boot: a planned restart boots from the handover
+        except OSError as exc:
+            log.error("state_dir_failed", state_dir=str(args.state_dir), error=str(exc))
+            return 1
         try:
             host = boot.build_host(
                 args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb, pci=args.pci
@@ -243,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         try:
-            return trio.run(_serve, log, args, host, socket_path, activated, saved_mask)
+            return trio.run(_serve, log, args, host, records, socket_path, activated, saved_mask)
         finally:
             host.close()
     finally:
@@ -260,6 +266,7 @@ async def _serve(
     log: FilteringBoundLogger,
     args: argparse.Namespace,
     host: Host,
+    records: RunRecords,
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
@@ -305,8 +312,6 @@ async def _listen_and_serve(
         from luod.daemon.core import Daemon  # heavy: numpy and the model
         from luod.daemon.service import serve
 
-        records = RunRecords(args.state_dir)
-        records.start()
         daemon = Daemon(
             host,
             records=records,
