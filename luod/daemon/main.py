@@ -278,7 +278,7 @@ async def _serve(
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS):
         try:
             return await _listen_and_serve(
-                log, args, host, socket_path, activated, saved_mask, bound
+                log, args, host, records, socket_path, activated, saved_mask, bound
             )
         finally:
             for listener in bound:
@@ -289,6 +289,7 @@ async def _listen_and_serve(
     log: FilteringBoundLogger,
     args: argparse.Namespace,
     host: Host,
+    records: RunRecords,
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
