@@ -12,6 +12,7 @@ connection is handed a `Dispatch` and only moves messages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +23,7 @@ import trio
 from luod import __version__
 from luod.daemon.access import NO_ACCESS
 from luod.daemon.core import Daemon
-from luod.daemon.errors import error_reply
+from luod.daemon.errors import DaemonError, error_reply
 from luod.daemon.events import DROPPED, Subscriber
 from luod.daemon.owners import Caller
 from luod.daemon.participants import Participant
@@ -95,9 +96,21 @@ class ClientConnection:
 
     async def run(self) -> None:
         with self._scope:
-            try:
-                await self.stream.accept_hello(SERVER_NAME)
-            except (ProtocolError, ConnectionLost, trio.BrokenResourceError):
+            timeout = self.daemon.admission.limits.hello_timeout
+            with trio.move_on_after(timeout) as waiting:
+                try:
+                    await self.stream.accept_hello(SERVER_NAME)
+                except (ProtocolError, ConnectionLost, trio.BrokenResourceError):
+                    return
+            if waiting.cancelled_caught:  # idle or slow-loris: its slot goes to others
+                late = DaemonError(
+                    "HelloTimeout",
+                    f"no hello within {timeout:g} s (--hello-timeout); closing",
+                    errno=errno.ETIMEDOUT,
+                )
+                log.info("hello_timeout", conn=self.id, seconds=timeout)
+                with trio.move_on_after(DRAIN_SECONDS):
+                    await self.stream.send_error_and_forget(error_reply(None, late))
                 return
             self.access = self.daemon.policy.resolve(self.caller.uid, self.caller.gid)
             async with trio.open_nursery() as outer:

@@ -19,6 +19,7 @@ import trio
 
 from luod import __version__
 from luod.daemon.access import AdminPolicy
+from luod.daemon.admission import Admission, ConnectionLimits
 from luod.daemon.clock import DeviceClock
 from luod.daemon.devliveupdate import UapiEndpoint
 from luod.daemon.events import EventBus
@@ -59,6 +60,7 @@ class Daemon:
         event_capacity: int = 1024,
         drop_grace: float = DROP_GRACE_SECONDS,
         policy: AdminPolicy | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
         self.policy = policy or AdminPolicy(os.getuid())
@@ -84,6 +86,8 @@ class Daemon:
             self.orchestrator.last_update = self.records.last_update
         self.uapi = UapiEndpoint(host, self.orchestrator)  # luod-run's /dev/liveupdate
         self.orchestrator.before_freeze = self.uapi.live.sync
+        # After the endpoint raised the fd limit, which the default total cap derives from.
+        self.admission = Admission(limits or ConnectionLimits())
 
     def at_stake(self) -> list[dict[str, Any]]:
         """Every session and file a crash now would lose: {name, direction, owner,
@@ -167,5 +171,10 @@ class Daemon:
                 "pci_devices": len(host.machine.pci),
             },
             "device_error": host.device_error,
-            "daemon": {"version": __version__, "pid": os.getpid(), **self.records.status()},
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "connections": self.admission.as_json(),
+                **self.records.status(),
+            },
         }

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import structlog
 import trio
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 from luod import __version__
 from luod.daemon import boot, sdnotify
 from luod.daemon.access import AdminGroup, AdminPolicy, resolve_group
+from luod.daemon.admission import DEFAULT_HELLO_TIMEOUT, DEFAULT_PER_UID, ConnectionLimits
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
@@ -57,6 +58,7 @@ HUGETLB_PAGE_SIZES: Final[tuple[int, ...]] = (2 << 20, 1 << 30)
 LIMITS: Final = ("unlimited", "6.19")
 
 _SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_N = TypeVar("_N", int, float)
 
 
 def parse_ram(text: str) -> int:
@@ -115,6 +117,22 @@ def parse_hugetlb(text: str) -> dict[int, int]:
         seen.add(size)
         pools[size] = int(count_text)
     return pools
+
+
+def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+    """An argparse type: a number of `kind` greater than zero."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:  # NaN is not > 0 either
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a number > 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def parse_admin_group(text: str) -> AdminGroup:
@@ -195,6 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
             "members of GROUP (name or gid) may drive the machine (load, prepare, kexec, "
             "update, boot...) besides root and luod's own uid (default: none)"
         ),
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=DEFAULT_HELLO_TIMEOUT,
+        help=(
+            "close a connection that has not sent its hello within SECONDS "
+            f"(default: {DEFAULT_HELLO_TIMEOUT:g})"
+        ),
+    )
+    parser.add_argument(
+        "--max-connections-per-uid",
+        metavar="COUNT",
+        type=_positive(int),
+        default=DEFAULT_PER_UID,
+        help=f"connections one uid may have open at once (default: {DEFAULT_PER_UID})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        metavar="COUNT",
+        type=_positive(int),
+        help="connections open at once (default: the fd limit minus a reserve)",
     )
     parser.add_argument(
         "--log-format",
@@ -319,6 +360,9 @@ async def _listen_and_serve(
             status_hook=sdnotify.status,
             faults_enabled=args.enable_faults,
             policy=AdminPolicy(os.getuid(), args.admin_group),
+            limits=ConnectionLimits(
+                args.hello_timeout, args.max_connections_per_uid, args.max_connections
+            ),
         )
         kernel = host.kernel
         async with trio.open_nursery() as nursery:
