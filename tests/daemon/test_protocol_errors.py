@@ -164,3 +164,21 @@ async def test_an_unreadable_source_is_bad_source_naming_the_file(
             os.close(pipe_r)
             os.close(pipe_w)
         assert pipe.value.name == "luod.BadSource" and pipe.value.errno == "EINVAL"
+
+
+async def test_an_unreadable_object_source_is_bad_source_naming_the_object(
+    luod: Running, tmp_path: Path
+) -> None:
+    source = tmp_path / "ram.img"
+    source.write_bytes(b"x" * 4096)
+    fd = os.open(source, os.O_WRONLY | os.O_CLOEXEC)
+    async with luod.client() as client:  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(RemoteError) as refused:
+                spec = {"name": "ram", "type": "memfd", "size": 4096}
+                await client.call("object.create", {"object": spec}, fds=[fd])
+        finally:
+            os.close(fd)
+        assert refused.value.name == "luod.BadSource" and refused.value.errno == "EBADF"
+        assert refused.value.object == "object 'ram'"
+        assert (await client.call("object.list")).result["objects"] == []
