@@ -80,11 +80,18 @@ run: venv ## run the daemon in the foreground: make run ARGS='--ram 8G'
 		|| echo "luod-run will not work until the interposer builds; luod runs without it"
 	exec $(BIN)/luod $(ARGS)
 
-bench: venv ## run every bench/*.py (files starting with _ are helpers)
-	@set -e; for f in bench/*.py; do \
+# Each bench prints its own rows and records its ratios (bench/_summary.py record()) into one
+# file; the summary table of all of them comes last. bench/vmm.py runs its --quick matrix
+# unless BENCH_FULL=1.
+bench: venv ## run every bench/*.py (files starting with _ are helpers), then one summary table
+	@set -e; summary=$$(mktemp); trap 'rm -f "$$summary"' EXIT; \
+	export LUOD_BENCH_SUMMARY="$$summary"; \
+	for f in bench/*.py; do \
 		case "$${f##*/}" in _*|'*.py') continue ;; esac; \
-		echo "== $$f"; $(BIN)/python "$$f"; \
-	done
+		args=; if [ "$${f##*/}" = vmm.py ] && [ "$(BENCH_FULL)" != 1 ]; then args=--quick; fi; \
+		echo "== $$f $$args"; $(BIN)/python "$$f" $$args; \
+	done; \
+	echo "== summary"; $(BIN)/python bench/_summary.py "$$summary"
 
 clean: ## remove build output and tool caches (keeps the venv)
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,7 +18,11 @@ one daemon would measure a different machine); after each VMM update `luod-vmm r
 the machine hits both alike; the table shows the best of N (as bench/luo.py does: the
 1 TiB kexec alone varies by 15% between runs), setup and verification times the median.
 
-Not a test; prints a table. Run: `.venv/bin/python bench/vmm.py [--runs N]`.
+Not a test; prints its table row by row as each guest is measured, and records the
+ratios for `make bench`'s summary (bench/_summary.py). `--quick` measures only the 64 GiB
+guest at 100k records/s, best of 2 (under 3 minutes); `--profile DIR` runs each luod under
+cProfile and leaves one .prof file per daemon in DIR.
+Run: `.venv/bin/python bench/vmm.py [--quick] [--runs N] [--profile DIR]`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from _summary import record  # bench/_summary.py, beside this file
 
 from luod.ipc.client import Client
 from luod.units import format_size
@@ -85,10 +90,13 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = LONG) -> Non
 
 
 class Daemon:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, profile: Path | None = None) -> None:
         self.socket = workdir / "luod.sock"
+        command = [str(BIN / "luod")]
+        if profile is not None:  # SIGTERM ends luod cleanly, so cProfile writes its file
+            command = [sys.executable, "-m", "cProfile", "-o", str(profile), command[0]]
         self.proc = subprocess.Popen(
-            [str(BIN / "luod"), "--socket", str(self.socket), "--log-level", "warning", *LUOD_ARGS],
+            [*command, "--socket", str(self.socket), "--log-level", "warning", *LUOD_ARGS],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
@@ -197,41 +205,68 @@ def best(values: list[float]) -> float:
     return min(values)
 
 
+HEAD = ["memfd", "VMM", "ratio", "rec memfd", "rec VMM", "ratio", "DMA in bo", "full bo"]
+
+
+def row(work: Workload, base: list[Sample], dev: list[Sample]) -> str:
+    b = best([s.blackout_ms for s in base])
+    v = best([s.blackout_ms for s in dev])
+    rb = best([s.record_ms for s in base])
+    rv = best([s.record_ms for s in dev])
+    during = median([float(s.dma_during) for s in dev])
+    full = median([s.full_ms or 0.0 for s in dev])
+    cells = [f"{b:.1f}", f"{v:.1f}", f"{v / b:.2f}", f"{rb:.1f}", f"{rv:.1f}"]
+    cells += [f"{rv / rb:.2f}", f"{during:.0f}", f"{full:.0f}"]
+    return f"{work.label:<20}" + "".join(f"{c:>10}" for c in cells)
+
+
+def summarise(work: Workload, base: list[Sample], dev: list[Sample]) -> None:
+    v = best([s.blackout_ms for s in dev])
+    ratio = v / best([s.blackout_ms for s in base])
+    headline = work is WORKLOADS[0]
+    record("vmm", f"{work.label}: VMM blackout", v, "<25" if headline else None, " ms")
+    record("vmm", f"{work.label}: VMM / memfd blackout", ratio, "<1.10" if headline else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument("--runs", type=int, help="runs of each (default 3, 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="only the 64 GiB/2 MiB, 100k/s guest")
+    parser.add_argument("--profile", type=Path, help="run luod under cProfile, files in DIR")
     args = parser.parse_args()
+    runs = args.runs or (2 if args.quick else 3)
+    workloads = WORKLOADS[:1] if args.quick else WORKLOADS
+    profile_dir: Path | None = args.profile
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-vmm-"))
     rows = []
-    try:
-        for work in WORKLOADS:
-            base: list[Sample] = []
-            dev: list[Sample] = []
-            for _ in range(args.runs):
-                with Daemon(workdir) as daemon:
-                    base.append(baseline(daemon, work))
-                with Daemon(workdir) as daemon:
-                    dev.append(vmm(daemon, work))
-            rows.append((work, base, dev))
-            print(f"  measured {work.label}", file=sys.stderr, flush=True)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"Blackout with {DEVICES} devices doing DMA vs a memfd-only baseline, sparse guests, "
-        f"milliseconds (best of {args.runs}); ratio = VMM / baseline\n"
+        f"milliseconds (best of {runs}); ratio = VMM / baseline\n",
+        flush=True,
     )
-    head = ["memfd", "VMM", "ratio", "rec memfd", "rec VMM", "ratio", "DMA in bo", "full bo"]
-    print(f"{'guest':<20}" + "".join(f"{h:>10}" for h in head))
-    for work, base, dev in rows:
-        b = best([s.blackout_ms for s in base])
-        v = best([s.blackout_ms for s in dev])
-        rb = best([s.record_ms for s in base])
-        rv = best([s.record_ms for s in dev])
-        during = median([float(s.dma_during) for s in dev])
-        full = median([s.full_ms or 0.0 for s in dev])
-        cells = [f"{b:.1f}", f"{v:.1f}", f"{v / b:.2f}", f"{rb:.1f}", f"{rv:.1f}"]
-        cells += [f"{rv / rb:.2f}", f"{during:.0f}", f"{full:.0f}"]
-        print(f"{work.label:<20}" + "".join(f"{c:>10}" for c in cells))
+    print(f"{'guest':<20}" + "".join(f"{h:>10}" for h in HEAD), flush=True)
+    profiles = iter(range(1 << 30))
+
+    def profile(kind: str) -> Path | None:
+        if profile_dir is None:
+            return None
+        return profile_dir / f"luod-{kind}-{next(profiles)}.prof"
+
+    try:
+        for work in workloads:
+            base: list[Sample] = []
+            dev: list[Sample] = []
+            for _ in range(runs):
+                with Daemon(workdir, profile("memfd")) as daemon:
+                    base.append(baseline(daemon, work))
+                with Daemon(workdir, profile("vmm")) as daemon:
+                    dev.append(vmm(daemon, work))
+            rows.append((work, base, dev))
+            print(row(work, base, dev), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     print("\nsetup and verification, seconds (median):")
     for work, base, dev in rows:
         print(
@@ -239,6 +274,8 @@ def main() -> None:
             f"VMM setup {median([s.setup_s for s in dev]):.1f}, "
             f"resume + verify {median([s.verify_s for s in dev]):.1f}"
         )
+    for work, base, dev in rows:
+        summarise(work, base, dev)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Invariants:
 - every access is bounds-checked against the machine's frame count (`MemoryRangeError`);
 - `data_extents` reports exactly the ranges that hold bytes (SEEK_DATA/SEEK_HOLE), which is
   how a booting kernel releases old contents at a cost that grows with what was written,
-  not with RAM size.
+  not with RAM size; `data_extents_outside` skips the ranges the kernel keeps, so the
+  cost grows with what is lost, not with what was preserved (the blackout's floor).
 """
 
 from __future__ import annotations
@@ -129,6 +130,34 @@ class PhysicalMemory:
         for lo, hi in self._byte_data_extents():
             starts.append(lo >> PAGE_SHIFT)
             ends.append((hi + PAGE_SIZE - 1) >> PAGE_SHIFT)
+        return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+
+    def data_extents_outside(
+        self, keep_starts: npt.NDArray[np.int64], keep_ends: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Frame ranges that hold data and lie outside every sorted, disjoint frame range
+        [keep_starts[i], keep_ends[i]). Data inside a kept range is jumped over in one
+        step, so each kept range costs at most one extra seek, whatever it holds."""
+        starts: list[int] = []
+        ends: list[int] = []
+        count = int(keep_starts.size)
+        pfn = 0
+        while pfn < self.frames:
+            try:
+                data = os.lseek(self._fd, pfn << PAGE_SHIFT, os.SEEK_DATA) >> PAGE_SHIFT
+            except OSError:  # ENXIO: no data past pfn
+                break
+            k = int(np.searchsorted(keep_starts, data, side="right")) - 1
+            if k >= 0 and int(keep_ends[k]) > data:
+                pfn = int(keep_ends[k])
+                continue
+            hole = os.lseek(self._fd, data << PAGE_SHIFT, os.SEEK_HOLE)
+            end = (hole + PAGE_SIZE - 1) >> PAGE_SHIFT
+            if k + 1 < count:
+                end = min(end, int(keep_starts[k + 1]))
+            starts.append(data)
+            ends.append(end)
+            pfn = end
         return np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
 
     def _byte_data_extents(self) -> Iterator[tuple[int, int]]:

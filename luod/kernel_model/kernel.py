@@ -316,8 +316,8 @@ class Kernel:
         except InjectedFault as exc:
             return cls.cold_boot(machine, image, config, reason=exc.message, faults=faults)
         memory = machine.memory
-        data = Extents(*memory.data_extents())
-        lost = data - kho_in.preserved_extents
+        kept = kho_in.preserved_extents
+        lost = Extents.from_ranges(*memory.data_extents_outside(kept.starts, kept.ends))
         memory.zero_extents(lost.starts, lost.ends)
         mm = FrameAllocator(memory, kho_in.scratch, scratch_only=True)
         report = BootReport(

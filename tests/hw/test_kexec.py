@@ -102,3 +102,27 @@ def _leaf_table_of(machine: Machine, root: int, iova: int) -> int:
         entry = int(np.frombuffer(machine.memory.read(table), dtype="<u8")[index])
         table = (entry & ((1 << 52) - 1)) >> 12
     return table
+
+
+def test_data_outside_the_kept_ranges_is_exactly_the_data_minus_them() -> None:
+    memory = PhysicalMemory(64 << 12)
+    try:
+        for pfn in (1, 2, 3, 10, 11, 20, 30, 31, 32, 33, 63):
+            memory.write(pfn, b"x")
+        keep_starts = np.array([2, 10, 25, 32], dtype=np.int64)
+        keep_ends = np.array([3, 12, 31, 34], dtype=np.int64)
+        starts, ends = memory.data_extents_outside(keep_starts, keep_ends)
+        # [1, 4) loses frame 2 to the kept [2, 3); [30, 34) keeps 30 and 32..33, loses 31.
+        assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
+            (1, 2),
+            (3, 4),
+            (20, 21),
+            (31, 32),
+            (63, 64),
+        ]
+        nothing_kept = np.zeros(0, dtype=np.int64)
+        all_starts, all_ends = memory.data_extents_outside(nothing_kept, nothing_kept)
+        assert np.array_equal(all_starts, memory.data_extents()[0])
+        assert np.array_equal(all_ends, memory.data_extents()[1])
+    finally:
+        memory.close()
