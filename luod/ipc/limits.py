@@ -26,3 +26,6 @@ DEFAULT_MAX_FRAME: Final = 1 << 20
 
 HEADER_SIZE: Final = 4
 """The u32 big-endian length prefix of every frame."""
+
+DEFAULT_TIMEOUT: Final = 30.0
+"""Default seconds a client waits for the daemon (connect, hello, each call)."""
