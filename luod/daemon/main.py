@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 import trio
@@ -25,9 +26,10 @@ from structlog.typing import FilteringBoundLogger
 
 if TYPE_CHECKING:
     from luod.daemon.host import Host
+    from luod.daemon.restart import Stop
 
 from luod import __version__
-from luod.daemon import boot, sdnotify
+from luod.daemon import boot, machine_store, sdnotify
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
@@ -177,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow root (or luod's own uid) to arm fault-injection points (fault.arm)",
     )
     parser.add_argument(
+        "--restart-keeps-machine",
+        action="store_true",
+        help=(
+            "SIGTERM restarts luod without losing the machine: sessions are handed over as "
+            "for a kexec and kept in --state-dir or systemd's fd store for the next start"
+        ),
+    )
+    parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="auto",
@@ -195,11 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit status.
 
     Usage errors exit 2 through argparse (`SystemExit`). A failed boot is logged and
-    returns 1.
+    returns 1. `luoctl daemon restart` does not return: the process re-execs itself.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    activated = sdnotify.listen_fds()
+    if args.restart_keeps_machine and not (args.state_dir or sdnotify.under_supervisor()):
+        parser.error(
+            "--restart-keeps-machine needs --state-dir DIR or systemd's fd store "
+            "(NOTIFY_SOCKET): without either, nothing of the machine outlives the process"
+        )
+    activated, passed = machine_store.split_listen_fds(sdnotify.listen_fds())
     socket_path: Path | None = None
     if not activated:
         try:
@@ -219,17 +234,47 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error("state_dir_failed", state_dir=str(args.state_dir), error=str(exc))
             return 1
+        store = machine_store.MachineStore(args.state_dir, passed)
+        t = time.perf_counter()
         try:
-            host = boot.build_host(
-                args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb, pci=args.pci
+            host, handover = boot.build_host(
+                args.ram,
+                args.kernel,
+                limits=args.limits,
+                hugetlb=args.hugetlb,
+                pci=args.pci,
+                store=store,
+                planned_restart=records.planned_restart() is not None,
             )
         except Exception as exc:
             log.exception(
                 "boot_failed", ram=format_size(args.ram), kernel=args.kernel, error=str(exc)
             )
             return 1
+        restore_ms = round((time.perf_counter() - t) * 1000, 3)
+        store.after_boot(host.machine.memory)
+        stop = None
         try:
-            return trio.run(_serve, log, args, host, records, socket_path, activated, saved_mask)
+            stop = trio.run(
+                _serve,
+                log,
+                args,
+                host,
+                records,
+                (handover, restore_ms),
+                socket_path,
+                activated,
+                saved_mask,
+            )
+            if stop.how == "exec":
+                assert stop.blob is not None
+                signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+                machine_store.exec_self(stop.blob, host.machine.memory, activated)
+            if stop.how == "exit":
+                assert stop.blob is not None
+                store.keep_for_next_start(stop.blob)
+                records.stop(restart={"update_id": stop.update_id, "at": time.time()})
+            return stop.code
         finally:
             host.close()
     finally:
@@ -247,11 +292,15 @@ async def _serve(
     args: argparse.Namespace,
     host: Host,
     records: RunRecords,
+    handover: tuple[dict[str, Any] | None, float],
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
-) -> int:
-    """The trio main: listen, serve, report readiness, stop cleanly on a signal."""
+) -> Stop:
+    """The trio main: listen, serve, report readiness, stop cleanly on a signal, or hand
+    the machine over for a restart (`luod.daemon.restart`)."""
+    from luod.daemon.restart import Stop, resume, wait_for_stop  # heavy: the model
+
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         # Handlers are installed: let held and future signals through to the receiver.
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
@@ -263,8 +312,8 @@ async def _serve(
                 listener = await open_unix_listener(socket_path)
         except ListenerError as exc:
             log.error("listen_failed", error=str(exc))
-            return 1
-        from luod.daemon.core import Daemon  # heavy: numpy and the model
+            return Stop("stop", code=1)
+        from luod.daemon.core import Daemon
         from luod.daemon.service import serve
 
         daemon = Daemon(
@@ -273,13 +322,17 @@ async def _serve(
             status_hook=sdnotify.status,
             faults_enabled=args.enable_faults,
         )
-        kernel = host.kernel
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, daemon, listener.listener)
+            blob, restore_ms = handover
+            if blob is not None:  # before any request runs: the restart's record comes first
+                resume(daemon, blob, restore_ms)
+            kernel = host.kernel
             log.info(
                 "machine_up",
                 ram=format_size(args.ram),
                 release=kernel.release,
+                boot=kernel.boot_report.kind,
                 socket=str(listener.path) if listener.path else "activated",
                 previous_boot_unclean=records.previous_unclean,
             )
@@ -287,11 +340,14 @@ async def _serve(
             interval = sdnotify.watchdog_interval()
             if interval:
                 nursery.start_soon(_watchdog, interval)
-            async for signum in signals:
-                log.info("shutdown", signal=signal.Signals(signum).name)
-                sdnotify.stopping()
-                break
+            stop = await wait_for_stop(daemon, signals, keep_on_sigterm=args.restart_keeps_machine)
+            log.info("shutdown", signal=stop.signal, keeps_machine=stop.how != "stop")
+            sdnotify.stopping()
             nursery.cancel_scope.cancel()
-        listener.close()
-        records.stop()
-    return 0
+        if stop.how != "exec" or not activated:
+            listener.close()  # an activated socket goes on listening in the re-exec'd luod
+        if stop.how == "stop":
+            records.stop()
+        elif stop.how == "exec":
+            records.stop(restart={"update_id": stop.update_id, "at": time.time()})
+    return stop
