@@ -219,6 +219,12 @@ def test_restart_keeps_machine_needs_somewhere_to_keep_it(workdir: Path) -> None
     assert "--restart-keeps-machine needs --state-dir" in refused.stderr
 
 
+def blocking(luod: LuodProcess) -> object:
+    status = luod.json("status")
+    assert isinstance(status, dict)
+    return status["blocking"]
+
+
 def lost_in_crash(luod: LuodProcess, state: Path, phase: str) -> dict[str, object]:
     """SIGKILL luod now; start it again; its crash report."""
     luod.proc.kill()
@@ -257,15 +263,8 @@ def test_sigkill_mid_update_reports_the_phase_and_every_lost_session(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(
-            lambda: (
-                kept.json("status")["blocking"]
-                == [  # type: ignore[index]
-                    {"name": "vmm", "waiting_for": phase}
-                ]
-            ),
-            f"the update to wait at {phase}",
-        )
+        waiting = [{"name": "vmm", "waiting_for": phase}]
+        wait_for(lambda: blocking(kept) == waiting, f"the update to wait at {phase}")
         report = lost_in_crash(kept, state, phase)
         assert (report["from"], report["to"], report["kind"]) == ("7.3.0", "7.2.0", "update")
     finally:
