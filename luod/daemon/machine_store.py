@@ -30,7 +30,7 @@ import cbor2
 import structlog
 
 from luod.daemon import sdnotify
-from luod.daemon.records import write_durably
+from luod.daemon.records import CorruptRecord, move_aside, read_regular_file, write_durably
 
 if TYPE_CHECKING:  # numpy: loaded only once signals are blocked (see luod.daemon.main)
     from luod.hw.memory import PhysicalMemory
@@ -79,6 +79,7 @@ class MachineStore:
         self.passed = dict(passed)  # {name: fd} from $LISTEN_FDS (fd store or our re-exec)
         self.supervised = sdnotify.under_supervisor()
         self.refused: str | None = None  # why a handover that was there was not used
+        self.moved_aside: list[dict[str, str]] = []
 
     def can_keep_across_exit(self) -> bool:
         return self.state_dir is not None or self.supervised
@@ -103,27 +104,37 @@ class MachineStore:
         if fd is not None:
             try:
                 data = _read_fd(fd)
+            except OSError as exc:
+                self.refused = f"the {HANDOVER_NAME} fd cannot be read: {exc.strerror}"
             finally:
                 os.close(fd)
             if self.supervised:
                 sdnotify.remove_stored_fd(HANDOVER_NAME)
         path = None if self.state_dir is None else self.state_dir / HANDOVER_FILE
+        from_file = False
         if path is not None and (path.exists() or path.is_symlink()):
             if data is None and planned:
                 try:
-                    data = path.read_bytes()
-                except OSError as exc:
-                    self.refused = f"{path}: {exc.strerror}"
-            with contextlib.suppress(OSError):
-                path.unlink()
-        if data is None:
-            return None
-        try:
-            return decode_handover(data, ram_bytes)
-        except ValueError as exc:
-            self.refused = f"the handover of the previous run is unusable: {exc}"
+                    data, from_file = read_regular_file(path), True
+                except CorruptRecord as exc:
+                    self.refused = f"{path}: {exc}"
+                    self.moved_aside.append(move_aside(path, str(exc)))
+            elif data is None:  # left by a run that did not stop cleanly: stale
+                self.refused = f"{path} is stale: the previous run did not stop cleanly"
+        blob: dict[str, Any] | None = None
+        if data is not None:
+            try:
+                blob = decode_handover(data, ram_bytes)
+            except ValueError as exc:
+                self.refused = f"the handover of the previous run is unusable: {exc}"
+                if from_file and path is not None:
+                    self.moved_aside.append(move_aside(path, str(exc)))
+        if self.refused is not None:
             log.warning("handover_refused", error=self.refused)
-            return None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()  # read once, whatever it held
+        return blob
 
     def after_boot(self, memory: PhysicalMemory) -> None:
         """Under systemd, put the RAM in the fd store, so a restart (or `systemctl

@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         restore_ms = round((time.perf_counter() - t) * 1000, 3)
         store.after_boot(host.machine.memory)
+        records.handover_refused = store.refused
+        records.moved_aside += store.moved_aside
         stop = None
         try:
             stop = trio.run(

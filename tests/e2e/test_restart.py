@@ -312,3 +312,24 @@ def test_a_corrupt_state_dir_is_moved_aside_and_luod_starts(
     assert code == 0, err
     assert "state_file_corrupt" in err
     assert json.loads((state / "run.json").read_text())["clean"] is True
+
+
+def test_an_unusable_handover_means_a_cold_boot_that_says_why(workdir: Path, state: Path) -> None:
+    args = ("--state-dir", str(state), "--ram", "4G", "--restart-keeps-machine")
+    first = start_luod(workdir, *args)
+    populate(first)
+    code, err = first.stop()
+    assert code == 0, err
+    (state / "handover.cbor").write_bytes(b"\xff not cbor")
+    second = start_luod(workdir, *args)
+    try:
+        status = second.json("status")
+        assert isinstance(status, dict)
+        assert status["kernel"]["boot"]["kind"] == "cold" and status["sessions"] == []
+        assert "unusable" in status["daemon"]["handover_refused"]
+        [moved] = status["daemon"]["state_moved_aside"]
+        assert Path(moved["moved_to"]).name.startswith("handover.cbor.corrupt-")
+    finally:
+        code, err = second.stop()
+    assert code == 0, err
+    assert "handover_refused" in err
