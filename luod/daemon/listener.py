@@ -55,6 +55,10 @@ __all__ = [
 
 ROOT_SOCKET: Final = Path(SHARED_ROOT_SOCKET)
 ACTIVATION_FD_NAME: Final = "control"  # FileDescriptorName= in systemd/luod.socket
+# The name a luod that bound its socket itself gives it when it re-execs (`luoctl daemon
+# restart`): the socket goes on listening across the exec, so no client ever finds the path
+# missing, and the next process owns the file as the one that bound it did.
+OWN_SOCKET_FD_NAME: Final = "luod-own-socket"
 
 # Connecting to a live listener whose backlog is full blocks; that still means "served".
 _PROBE_TIMEOUT: Final = 1.0
@@ -211,15 +215,17 @@ def from_activation(fds: Sequence[tuple[int, str]]) -> UnixListener:
     """Wrap the control socket passed by socket activation (`sdnotify.listen_fds()`).
 
     With one fd, that one; with several, the one named "control". It must be a listening
-    `AF_UNIX` stream socket. The result never removes the path: the socket unit owns it.
+    `AF_UNIX` stream socket. The result never removes the path (the socket unit owns it),
+    unless it is luod's own socket carried over its re-exec (`OWN_SOCKET_FD_NAME`).
     fds not chosen are left alone.
 
     Raises:
         ListenerError: no fd, no unambiguous choice, or not a listening Unix stream socket.
     """
     if len(fds) == 1:
-        fd = fds[0][0]
+        fd, fd_name = fds[0]
     else:
+        fd_name = ACTIVATION_FD_NAME
         named = [fd for fd, name in fds if name == ACTIVATION_FD_NAME]
         if len(named) != 1:
             names = ", ".join(f"{fd}={name}" for fd, name in fds) or "none"
@@ -245,8 +251,17 @@ def from_activation(fds: Sequence[tuple[int, str]]) -> UnixListener:
         raise ListenerError(problem)
     name = sock.getsockname()
     path = Path(name) if isinstance(name, str) and name.startswith("/") else None
+    identity = None
+    if fd_name == OWN_SOCKET_FD_NAME and path is not None:
+        try:
+            identity = _identity(os.lstat(path))
+        except OSError:
+            identity = None  # the file is gone already: nothing of ours to remove
     return UnixListener(
-        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), path, owned=False
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+        path,
+        owned=identity is not None,
+        identity=identity,
     )
 
 

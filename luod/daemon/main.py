@@ -33,6 +33,7 @@ from luod.daemon import boot, machine_store, sdnotify
 from luod.daemon.access import AdminPolicy
 from luod.daemon.admission import ConnectionLimits
 from luod.daemon.listener import (
+    OWN_SOCKET_FD_NAME,
     ListenerError,
     NoSocketPath,
     UnixListener,
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     log: FilteringBoundLogger = structlog.get_logger("luod")
 
     # Hold shutdown signals until the trio receiver owns them (see the module docstring).
+    # A re-exec'd luod (`luoctl daemon restart`) starts with them blocked already: the
+    # exec keeps the mask, so a SIGTERM during its start is held too. Unblocked later.
     saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
+    saved_mask -= set(_SHUTDOWN_SIGNALS)
     try:
         records = RunRecords(args.state_dir)
         try:
@@ -125,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if stop.how == "exec":
                 assert stop.blob is not None
-                signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
-                machine_store.exec_self(stop.blob, host.machine.memory, activated)
+                signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)  # held across
+                machine_store.exec_self(stop.blob, host.machine.memory, stop.sockets or [])
             if stop.how == "exit":
                 assert stop.blob is not None
                 store.keep_for_next_start(stop.blob)
@@ -155,8 +159,8 @@ async def _serve(
     saved_mask: Iterable[int],
 ) -> Stop:
     """`_listen_and_serve`, removing the socket file on every exit after the bind, clean
-    (a signal) or not (an error), except when luod re-execs itself on a socket systemd
-    passed (the next process goes on listening on it). A second signal while it shuts
+    (a signal) or not (an error), except when luod re-execs itself: then the socket,
+    systemd's or its own, goes on listening in the next process. A second signal while it shuts
     down lands in the outer receiver, which nobody reads: the cleanup finishes instead of
     dying half-way."""
     bound: list[UnixListener] = []
@@ -166,9 +170,13 @@ async def _serve(
             stop = await _listen_and_serve(
                 log, args, host, records, handover, socket_path, activated, saved_mask, bound
             )
+            if stop.how == "exec":
+                # Duplicates: the listener's own fd closes with it once trio.run is over.
+                own = [(bound[0].listener.socket.fileno(), OWN_SOCKET_FD_NAME)]
+                stop.sockets = [(os.dup(fd), name) for fd, name in activated or own]
             return stop
         finally:
-            if stop is None or stop.how != "exec" or not activated:
+            if stop is None or stop.how != "exec":
                 for listener in bound:
                     listener.close()
 

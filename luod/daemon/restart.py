@@ -165,6 +165,8 @@ class Stop:
     blob: bytes | None = None
     update_id: int | None = None
     code: int = 0  # the exit status, for "stop" and "exit"
+    # For "exec": the listening sockets the next process serves, as ($LISTEN_FDS) fd, name.
+    sockets: list[tuple[int, str]] | None = None
 
 
 async def wait_for_stop(
