@@ -13,7 +13,7 @@ import pytest
 
 from luoctl.commands import COMMANDS
 
-from .conftest import LuodProcess, start_luod
+from .conftest import LuodProcess, start_luod, wait_for
 
 pytestmark = pytest.mark.usefixtures("traversable_venv")
 
@@ -32,6 +32,7 @@ ADMIN_ARGV: dict[str, list[str]] = {
     "fault.list": ["fault", "list"],
     "fault.arm": ["fault", "arm", "handler.prepare"],
     "fault.clear": ["fault", "clear", "handler.prepare"],
+    "daemon.restart": ["daemon", "restart"],
 }
 UNCHANGED = ("state", "kernel", "loaded", "sessions", "last_update", "last_cancel")
 
@@ -121,7 +122,12 @@ def test_an_admin_group_member_may_drive_the_machine(workdir: Path) -> None:
                 after = luod.json("status")
                 assert after["kernel"]["release"] == "7.2.0"  # type: ignore[index]
                 assert after["state"] == "updated"  # type: ignore[index]
+            elif key == "boot.cold":
+                after = luod.json("status")
+                assert after["kernel"]["boot"]["kind"] == "cold"  # type: ignore[index]
+        # daemon restart came last: luod re-executes itself and listens again.
+        wait_for(lambda: luod.luoctl("status").returncode == 0, "the restarted luod")
         final = luod.json("status")
-        assert final["kernel"]["boot"]["kind"] == "cold"  # type: ignore[index]
+        assert final["access"]["admin_group"] == "nogroup"  # type: ignore[index]
     finally:
         luod.stop()
