@@ -6,7 +6,8 @@ for every EMFILE and has no caps. Here:
 * every accepted connection is counted per uid (SO_PEERCRED) and in all; one over
   `ConnectionLimits.per_uid` or `.total` is answered with one error frame,
   `luod.TooManyConnections` (errno `EAGAIN`: try again once connections have closed),
-  id null, and closed, before any hello is read;
+  id null, and closed, before any hello is read; refusals are logged as one warning line
+  per `WARN_EVERY` seconds at most, with their count;
 * the total cap defaults to the fd limit minus a reserve (`default_total`), so that the
   cap, not the fd table, is what a flood of connections hits: accept keeps working, and
   the fds of sessions, memfds and luod-run programs stay available;
@@ -72,11 +73,32 @@ class Admission:
         self.open = 0
         self.refused = 0
         self.accept_failures = 0
+        self._unreported = 0
+        self._last_report = -WARN_EVERY
 
     def admit(self, uid: int) -> DaemonError | None:
         """Count a connection of `uid` in, or say why it is refused (not counted)."""
+        refusal = self._refusal(uid)
+        if refusal is None:
+            self.by_uid[uid] += 1
+            self.open += 1
+            return None
+        self.refused += 1
+        self._unreported += 1
+        now = trio.current_time()
+        if now - self._last_report >= WARN_EVERY:  # a flood is one line per WARN_EVERY
+            log.warning(
+                "connections_refused",
+                refused=self._unreported,
+                last_uid=uid,
+                reason=refusal.message,
+                open=self.open,
+            )
+            self._last_report, self._unreported = now, 0
+        return refusal
+
+    def _refusal(self, uid: int) -> DaemonError | None:
         if self.open >= self.total:
-            self.refused += 1
             return DaemonError(
                 "TooManyConnections",
                 f"luod has {self.open} connections open, its limit (--max-connections); "
@@ -84,7 +106,6 @@ class Admission:
                 errno=errno.EAGAIN,
             )
         if self.by_uid[uid] >= self.limits.per_uid:
-            self.refused += 1
             return DaemonError(
                 "TooManyConnections",
                 f"uid {uid} has {self.by_uid[uid]} connections open, the most luod allows "
@@ -92,8 +113,6 @@ class Admission:
                 errno=errno.EAGAIN,
                 obj=f"uid {uid}",
             )
-        self.by_uid[uid] += 1
-        self.open += 1
         return None
 
     def release(self, uid: int) -> None:

@@ -6,10 +6,10 @@ starts, that its handlers match `luod.ipc.methods.METHODS` exactly: every method
 a handler, every handler a method. For each request it checks the method's `access`
 against the connection's (`luod.daemon.access`: admin methods refuse a non-admin with
 `luod.NotPermitted` before anything runs; `owner` is the handlers' business, per object),
-structures the params (the strict
-converter), checks the fds it carries against the method's entry, runs the handler, and
-turns any error into its wire form (`luod.daemon.errors.wire_error`, the one mapping). A
-bug is answered (`luod.InternalError`) and logged; the daemon keeps serving.
+structures the params (the strict converter), checks the fds it carries against the
+method's entry, runs the handler, and turns any error into its wire form
+(`luod.daemon.errors.wire_error`, the one mapping). A bug is answered
+(`luod.InternalError`) and logged; the daemon keeps serving.
 """
 
 from __future__ import annotations

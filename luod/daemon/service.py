@@ -45,7 +45,6 @@ async def handle_stream(daemon: Daemon, dispatch: Dispatcher, stream: trio.Socke
         caller = Caller(uid=os.getuid())
     refusal = daemon.admission.admit(caller.uid)
     if refusal is not None:
-        log.info("connection_refused", peer_uid=caller.uid, reason=refusal.message)
         with trio.move_on_after(REFUSAL_SECONDS):
             await framed.send_error_and_forget(error_reply(None, refusal))
             # Take the client's hello (until it closes, having read the refusal): a Unix

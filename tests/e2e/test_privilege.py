@@ -133,5 +133,6 @@ def test_an_admin_group_member_may_drive_the_machine(workdir: Path) -> None:
         final = luod.json("status")  # nobody's `daemon restart` re-exec'd luod
         assert final["daemon"]["pid"] == luod.proc.pid  # type: ignore[index]
         assert final["kernel"]["boot"]["kind"] != "cold", final["kernel"]  # type: ignore[index]
+        assert final["access"]["admin_group"] == "nogroup"  # type: ignore[index]
     finally:
         luod.stop()
