@@ -294,6 +294,18 @@ def _add_machine(tree: CommandTree, sub: argparse._SubParsersAction[Parser]) -> 
         "and the session and token holding each; then the hugetlb pools. These are the "
         "BDFs and page sizes a plan may name.",
     )
+    daemon = tree.group(sub, "daemon", "luod itself")
+    tree.leaf(
+        daemon,
+        "restart",
+        "daemon.restart",
+        "restart luod, keeping the emulated machine and every session (admin)",
+        "Restart luod itself without losing the machine: the sessions are prepared and "
+        "frozen with the participants' barrier (a refusal cancels the restart and luod runs "
+        "on), handed over as for a kexec into the same release, and luod re-executes "
+        "itself; the new process boots from the handover. Reconnect, then retrieve as "
+        "after any update.",
+    )
     kho = tree.group(sub, "kho", "the Kexec HandOver blob")
     dump = tree.leaf(
         kho,

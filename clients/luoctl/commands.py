@@ -96,6 +96,10 @@ def boot_cold(ctx: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(request(ctx, "boot.cold", {"target": args.target}))
 
 
+def daemon_restart(ctx: Context, args: argparse.Namespace) -> Outcome:
+    return Outcome(call_with_progress(ctx, "daemon.restart", {}))
+
+
 # --- sessions and files ---------------------------------------------------------------------
 
 
@@ -251,6 +255,7 @@ COMMANDS: Final[dict[str, CommandEntry]] = {
     "events": _entry("events.subscribe", events, None),  # prints JSON lines itself
     "device.list": _entry("device.list", device_list, hm.device_list),
     "kho.dump": _entry("kho.dump", kho_dump, hm.kho_dump),
+    "daemon.restart": _entry("daemon.restart", daemon_restart, hm.daemon_restart),
 }
 """Command key (`args.run`, set by `cli`) to its entry."""
 

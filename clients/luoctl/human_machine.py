@@ -194,6 +194,15 @@ def boot_cold(doc: Any) -> list[str]:
     return [f"cold boot: running {cell(as_map(doc).get('release'))}"]
 
 
+def daemon_restart(doc: Any) -> list[str]:
+    doc = as_map(doc)
+    sessions = doc.get("sessions") or []
+    return [
+        f"luod (pid {cell(doc.get('pid'))}) restarting on {cell(doc.get('release'))}: "
+        f"{len(sessions)} session(s) handed over; reconnect and retrieve them"
+    ]
+
+
 # --- the update -----------------------------------------------------------------------------
 
 

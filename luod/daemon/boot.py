@@ -7,10 +7,15 @@ tests do not load the machine model and numpy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 if TYPE_CHECKING:
     from luod.daemon.host import Host
+    from luod.daemon.machine_store import MachineStore
+
+log = structlog.get_logger("luod")
 
 
 def build_host(
@@ -20,7 +25,9 @@ def build_host(
     limits: str = "unlimited",
     hugetlb: dict[int, int] | None = None,
     pci: int = 0,
-) -> Host:
+    store: MachineStore | None = None,
+    planned_restart: bool = False,
+) -> tuple[Host, dict[str, Any] | None]:
     """Create the machine with `ram_bytes` of emulated RAM and cold-boot `kernel` on it.
 
     Args:
@@ -30,16 +37,46 @@ def build_host(
         limits: `--limits`: "unlimited" or "6.19".
         hugetlb: `--hugetlb` pools {page size: count}; a machine too small gets less.
         pci: `--pci`: how many PCI devices the machine has.
+        store: where a previous luod may have kept the machine (`machine_store`): its RAM
+            is used, and if it left a handover, the kernel boots from it as after a kexec
+            (into the release that ran then), and the handover is returned with the host.
+        planned_restart: the run record says the previous run stopped to be restarted.
 
     Raises:
         luod.kernel_model.images.ImageError: `kernel` names no bundled release or readable
             image file; the message says which.
     """
-    from luod.daemon.host import Host
-    from luod.kernel_model.images import default_image, resolve
+    from luod.daemon.host import Host, pci_bdfs
+    from luod.hw.machine import Machine
+    from luod.kernel_model.images import ImageError, default_image, resolve
     from luod.kernel_model.kernel import BootConfig
     from luod.kernel_model.luo.state import Limits
 
     image = resolve(kernel) if kernel else default_image()
     config = BootConfig(limits=Limits.named(limits), hugetlb=tuple(sorted((hugetlb or {}).items())))
-    return Host(ram=ram_bytes, image=image, config=config, pci=pci)
+    if store is None:
+        return Host(ram=ram_bytes, image=image, config=config, pci=pci), None
+    memory = store.open_memory(ram_bytes)
+    try:
+        blob = store.take_handover(ram_bytes, planned=planned_restart)
+        machine: Machine | None = None
+        if blob is not None:
+            try:
+                machine = Machine.resume(memory, blob["registers"])
+            except (ValueError, KeyError, TypeError, AssertionError) as exc:
+                store.refused = f"the machine's registers are unusable: {exc!r}"
+                log.warning("handover_refused", error=store.refused)
+                blob = None
+        if machine is None or blob is None:
+            machine = Machine(memory)
+            for bdf in pci_bdfs(pci):
+                machine.pci.add(bdf)
+        else:
+            try:
+                image = resolve(str(blob["release"]))
+            except ImageError as exc:
+                log.warning("restart_release_unavailable", release=blob["release"], error=str(exc))
+        return Host(ram=ram_bytes, image=image, config=config, machine=machine), blob
+    except BaseException:
+        memory.close()
+        raise

@@ -31,6 +31,14 @@ class DeviceClock:
     def writes(self) -> dict[str, int]:
         return {d.bdf: d.dma.writes for d in self.machine.pci}
 
+    def writes_since(self, before: dict[str, int]) -> dict[str, int]:
+        """DMA writes of each device with a DMA window since `before` (from `writes`)."""
+        return {
+            d.bdf: d.dma.writes - before.get(d.bdf, d.dma.writes)
+            for d in self.machine.pci
+            if d.dma.window is not None
+        }
+
     async def run(self) -> None:
         while True:
             await trio.sleep(TICK_SECONDS)

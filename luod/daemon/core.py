@@ -84,6 +84,11 @@ class Daemon:
         )
         if self.records.last_update is not None:
             self.orchestrator.last_update = self.records.last_update
+        # `luoctl daemon restart`: the handover is done; the process re-execs once the
+        # requester's connection is gone (it has its reply) or after a grace period.
+        self.restart_requested = trio.Event()
+        self.restart_blob: bytes | None = None
+        self.restart_requester: int | None = None
         self.uapi = UapiEndpoint(host, self.orchestrator)  # luod-run's /dev/liveupdate
         self.orchestrator.before_freeze = self.uapi.live.sync
         # After the endpoint raised the fd limit, which the default total cap derives from.
@@ -134,6 +139,12 @@ class Daemon:
             self.nursery.start_soon(drop)
         else:
             conn.drop(reason)
+
+    async def wait_closed(self, conn_id: int, timeout: float) -> None:
+        """Until connection `conn_id` has ended, for at most `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            while conn_id in self.connections:
+                await trio.sleep(0.01)
 
     def userspace_dies(self, keep: object = None) -> None:
         """A kexec or power cycle ends emulated userspace: participants and connections

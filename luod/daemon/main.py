@@ -1,7 +1,7 @@
 """The `luod` entry point: command line, logging, cold boot, and the trio main loop.
 
-Owns the daemon's command-line contract (CLI.md, "luod (the daemon)"): every flag is parsed
-and validated here so that a bad value is a usage error (exit 2) before anything boots.
+Runs the command line that `luod.daemon.options` parses and validates (a bad value is a
+usage error, exit 2, before anything boots).
 Process-level lifetime lives here too: SIGTERM and SIGINT end the daemon cleanly with exit 0.
 Both signals are blocked from before the boot until trio's signal receiver is in place, so
 a signal that arrives while the machine is still booting is held, not fatal, and handled as
@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 import trio
@@ -26,11 +27,11 @@ from structlog.typing import FilteringBoundLogger
 
 if TYPE_CHECKING:
     from luod.daemon.host import Host
+    from luod.daemon.restart import Stop
 
-from luod import __version__
-from luod.daemon import boot, sdnotify
-from luod.daemon.access import AdminGroup, AdminPolicy, resolve_group
-from luod.daemon.admission import DEFAULT_HELLO_TIMEOUT, DEFAULT_PER_UID, ConnectionLimits
+from luod.daemon import boot, machine_store, sdnotify
+from luod.daemon.access import AdminPolicy
+from luod.daemon.admission import ConnectionLimits
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
@@ -39,9 +40,10 @@ from luod.daemon.listener import (
     from_activation,
     open_unix_listener,
 )
-from luod.daemon.logging import LOG_FORMATS, LOG_LEVELS, configure_logging
+from luod.daemon.logging import configure_logging
+from luod.daemon.options import HUGETLB_PAGE_SIZES, build_parser, parse_hugetlb, parse_ram
 from luod.daemon.records import RunRecords
-from luod.units import format_size, parse_size
+from luod.units import format_size
 
 __all__ = [
     "HUGETLB_PAGE_SIZES",
@@ -51,216 +53,23 @@ __all__ = [
     "parse_ram",
 ]
 
-PAGE_SIZE: Final = 4096
-DEFAULT_RAM: Final = "64G"
-DEFAULT_HUGETLB: Final = "2M=2048,1G=16"
-HUGETLB_PAGE_SIZES: Final[tuple[int, ...]] = (2 << 20, 1 << 30)
-LIMITS: Final = ("unlimited", "6.19")
-
 _SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-_N = TypeVar("_N", int, float)
-
-
-def parse_ram(text: str) -> int:
-    """`--ram`: a size (see `luod.units.parse_size`), positive and a multiple of 4 KiB."""
-    try:
-        size = parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if size <= 0 or size % PAGE_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"invalid RAM size {text!r}: must be a positive multiple of 4K"
-        )
-    return size
-
-
-def parse_hugetlb(text: str) -> dict[int, int]:
-    """`--hugetlb`: `SIZE=COUNT[,SIZE=COUNT]` with SIZE 2M or 1G, to {page size: count}.
-
-    Every supported page size appears in the result, in ascending order; a size the text
-    does not name gets 0 pages. Sizes may be written in any form `parse_size` accepts
-    (`2M`, `2MiB`, `1g`), each at most once.
-
-    Raises:
-        argparse.ArgumentTypeError: malformed item, unsupported page size, bad count or a
-            size given twice; the message names the offending item.
-    """
-    allowed = ", ".join(format_size(s) for s in HUGETLB_PAGE_SIZES)
-    pools: dict[int, int] = dict.fromkeys(HUGETLB_PAGE_SIZES, 0)
-    seen: set[int] = set()
-    for item in text.split(","):
-        size_text, sep, count_text = item.strip().partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(
-                f"invalid hugetlb pool {item!r} in {text!r}: expected SIZE=COUNT, "
-                "e.g. 2M=2048,1G=16"
-            )
-        try:
-            size = parse_size(size_text)
-        except ValueError:
-            size = -1
-        if size not in pools:
-            raise argparse.ArgumentTypeError(
-                f"invalid hugetlb page size {size_text.strip()!r} in {text!r}: "
-                f"expected one of {allowed}"
-            )
-        count_text = count_text.strip()
-        if not (count_text.isascii() and count_text.isdigit()):
-            raise argparse.ArgumentTypeError(
-                f"invalid hugetlb page count {count_text!r} for {size_text.strip()} in "
-                f"{text!r}: expected a non-negative integer"
-            )
-        if size in seen:
-            raise argparse.ArgumentTypeError(
-                f"hugetlb page size {format_size(size)} given twice in {text!r}"
-            )
-        seen.add(size)
-        pools[size] = int(count_text)
-    return pools
-
-
-def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
-    """An argparse type: a number of `kind` greater than zero."""
-
-    def parse(text: str) -> _N:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0:  # NaN is not > 0 either
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a number > 0")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def parse_admin_group(text: str) -> AdminGroup:
-    """`--admin-group`: an existing group, by name or gid."""
-    try:
-        return resolve_group(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `luod` argument parser (every flag of CLI.md, validated at parse time)."""
-    parser = argparse.ArgumentParser(
-        prog="luod",
-        description=(
-            "Emulated Linux live-update daemon (KHO/LUO). Runs in the foreground; "
-            "SIGTERM or SIGINT shut it down cleanly."
-        ),
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        type=Path,
-        help=(
-            "listening socket (default: $LUOD_SOCKET, else /run/luod/luod.sock for root, "
-            "else $XDG_RUNTIME_DIR/luod/luod.sock; LISTEN_FDS activation replaces it)"
-        ),
-    )
-    parser.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        type=Path,
-        help="directory for run records that survive a daemon restart",
-    )
-    parser.add_argument(
-        "--kernel",
-        metavar="RELEASE|IMAGE_FILE",
-        help="kernel image to cold-boot (default: the newest bundled release)",
-    )
-    parser.add_argument(
-        "--ram",
-        metavar="SIZE",
-        type=parse_ram,
-        default=DEFAULT_RAM,
-        help=f"emulated RAM, sparse; binary units K/M/G/T (default: {DEFAULT_RAM})",
-    )
-    parser.add_argument(
-        "--hugetlb",
-        metavar="2M=COUNT,1G=COUNT",
-        type=parse_hugetlb,
-        default=DEFAULT_HUGETLB,
-        help=f"hugetlb pools; an omitted size gets 0 pages (default: {DEFAULT_HUGETLB})",
-    )
-    parser.add_argument(
-        "--pci",
-        metavar="COUNT",
-        type=int,
-        default=8,
-        help="PCI devices plugged into the machine, at 0000:01:00.0 and on (default: 8)",
-    )
-    parser.add_argument(
-        "--limits",
-        choices=LIMITS,
-        default="unlimited",
-        help="session and file limits: none, or those of Linux 6.19 (default: unlimited)",
-    )
-    parser.add_argument(
-        "--enable-faults",
-        action="store_true",
-        help="allow root (or luod's own uid) to arm fault-injection points (fault.arm)",
-    )
-    parser.add_argument(
-        "--admin-group",
-        metavar="GROUP",
-        type=parse_admin_group,
-        help=(
-            "members of GROUP (name or gid) may drive the machine (load, prepare, kexec, "
-            "update, boot...) besides root and luod's own uid (default: none)"
-        ),
-    )
-    parser.add_argument(
-        "--hello-timeout",
-        metavar="SECONDS",
-        type=_positive(float),
-        default=DEFAULT_HELLO_TIMEOUT,
-        help=(
-            "close a connection that has not sent its hello within SECONDS "
-            f"(default: {DEFAULT_HELLO_TIMEOUT:g})"
-        ),
-    )
-    parser.add_argument(
-        "--max-connections-per-uid",
-        metavar="COUNT",
-        type=_positive(int),
-        default=DEFAULT_PER_UID,
-        help=f"connections one uid may have open at once (default: {DEFAULT_PER_UID})",
-    )
-    parser.add_argument(
-        "--max-connections",
-        metavar="COUNT",
-        type=_positive(int),
-        help="connections open at once (default: the fd limit minus a reserve)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="auto",
-        help="stderr log format; auto = console on a terminal, else logfmt (default: auto)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        default="info",
-        help="lowest level logged (default: info)",
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT; return the process exit status.
 
     Usage errors exit 2 through argparse (`SystemExit`). A failed boot is logged and
-    returns 1.
+    returns 1. `luoctl daemon restart` does not return: the process re-execs itself.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    activated = sdnotify.listen_fds()
+    if args.restart_keeps_machine and not (args.state_dir or sdnotify.under_supervisor()):
+        parser.error(
+            "--restart-keeps-machine needs --state-dir DIR or systemd's fd store "
+            "(NOTIFY_SOCKET): without either, nothing of the machine outlives the process"
+        )
+    activated, passed = machine_store.split_listen_fds(sdnotify.listen_fds())
     socket_path: Path | None = None
     if not activated:
         try:
@@ -280,17 +89,49 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error("state_dir_failed", state_dir=str(args.state_dir), error=str(exc))
             return 1
+        store = machine_store.MachineStore(args.state_dir, passed)
+        t = time.perf_counter()
         try:
-            host = boot.build_host(
-                args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb, pci=args.pci
+            host, handover = boot.build_host(
+                args.ram,
+                args.kernel,
+                limits=args.limits,
+                hugetlb=args.hugetlb,
+                pci=args.pci,
+                store=store,
+                planned_restart=records.planned_restart() is not None,
             )
         except Exception as exc:
             log.exception(
                 "boot_failed", ram=format_size(args.ram), kernel=args.kernel, error=str(exc)
             )
             return 1
+        restore_ms = round((time.perf_counter() - t) * 1000, 3)
+        store.after_boot(host.machine.memory)
+        records.handover_refused = store.refused
+        records.moved_aside += store.moved_aside
+        stop = None
         try:
-            return trio.run(_serve, log, args, host, records, socket_path, activated, saved_mask)
+            stop = trio.run(
+                _serve,
+                log,
+                args,
+                host,
+                records,
+                (handover, restore_ms),
+                socket_path,
+                activated,
+                saved_mask,
+            )
+            if stop.how == "exec":
+                assert stop.blob is not None
+                signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
+                machine_store.exec_self(stop.blob, host.machine.memory, activated)
+            if stop.how == "exit":
+                assert stop.blob is not None
+                store.keep_for_next_start(stop.blob)
+                records.stop(restart={"update_id": stop.update_id, "at": time.time()})
+            return stop.code
         finally:
             host.close()
     finally:
@@ -308,22 +149,28 @@ async def _serve(
     args: argparse.Namespace,
     host: Host,
     records: RunRecords,
+    handover: tuple[dict[str, Any] | None, float],
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
-) -> int:
+) -> Stop:
     """`_listen_and_serve`, removing the socket file on every exit after the bind, clean
-    (a signal) or not (an error). A second signal while it shuts down lands in the outer
-    receiver, which nobody reads: the cleanup finishes instead of dying half-way."""
+    (a signal) or not (an error), except when luod re-execs itself on a socket systemd
+    passed (the next process goes on listening on it). A second signal while it shuts
+    down lands in the outer receiver, which nobody reads: the cleanup finishes instead of
+    dying half-way."""
     bound: list[UnixListener] = []
+    stop: Stop | None = None
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS):
         try:
-            return await _listen_and_serve(
-                log, args, host, records, socket_path, activated, saved_mask, bound
+            stop = await _listen_and_serve(
+                log, args, host, records, handover, socket_path, activated, saved_mask, bound
             )
+            return stop
         finally:
-            for listener in bound:
-                listener.close()
+            if stop is None or stop.how != "exec" or not activated:
+                for listener in bound:
+                    listener.close()
 
 
 async def _listen_and_serve(
@@ -331,13 +178,17 @@ async def _listen_and_serve(
     args: argparse.Namespace,
     host: Host,
     records: RunRecords,
+    handover: tuple[dict[str, Any] | None, float],
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
     bound: list[UnixListener],
-) -> int:
-    """The trio main: listen, serve, report readiness, stop cleanly on a signal. The
-    listener goes into `bound` as soon as it exists, for `_serve` to close on any exit."""
+) -> Stop:
+    """The trio main: listen, serve, report readiness, stop cleanly on a signal, or hand
+    the machine over for a restart (`luod.daemon.restart`). The listener goes into `bound`
+    as soon as it exists, for `_serve` to close."""
+    from luod.daemon.restart import Stop, resume, wait_for_stop  # heavy: the model
+
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         # Handlers are installed: let held and future signals through to the receiver.
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
@@ -349,7 +200,7 @@ async def _listen_and_serve(
                 listener = await open_unix_listener(socket_path)
         except ListenerError as exc:
             log.error("listen_failed", error=str(exc))
-            return 1
+            return Stop("stop", code=1)
         bound.append(listener)
         from luod.daemon.core import Daemon  # heavy: numpy and the model
         from luod.daemon.service import serve
@@ -364,13 +215,17 @@ async def _listen_and_serve(
                 args.hello_timeout, args.max_connections_per_uid, args.max_connections
             ),
         )
-        kernel = host.kernel
         async with trio.open_nursery() as nursery:
             await nursery.start(serve, daemon, listener.listener)
+            blob, restore_ms = handover
+            if blob is not None:  # before any request runs: the restart's record comes first
+                resume(daemon, blob, restore_ms)
+            kernel = host.kernel
             log.info(
                 "machine_up",
                 ram=format_size(args.ram),
                 release=kernel.release,
+                boot=kernel.boot_report.kind,
                 socket=str(listener.path) if listener.path else "activated",
                 previous_boot_unclean=records.previous_unclean,
             )
@@ -378,11 +233,12 @@ async def _listen_and_serve(
             interval = sdnotify.watchdog_interval()
             if interval:
                 nursery.start_soon(_watchdog, interval)
-            async for signum in signals:
-                log.info("shutdown", signal=signal.Signals(signum).name)
-                sdnotify.stopping()
-                break
+            stop = await wait_for_stop(daemon, signals, keep_on_sigterm=args.restart_keeps_machine)
+            log.info("shutdown", signal=stop.signal, keeps_machine=stop.how != "stop")
+            sdnotify.stopping()
             nursery.cancel_scope.cancel()
-        listener.close()
-        records.stop()
-    return 0
+        if stop.how == "stop":
+            records.stop()
+        elif stop.how == "exec":
+            records.stop(restart={"update_id": stop.update_id, "at": time.time()})
+    return stop

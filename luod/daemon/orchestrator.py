@@ -71,7 +71,7 @@ class Orchestrator:
         self.roster = Roster(bus, status_hook)
         self.lock = trio.Lock()
         self.last_update: dict[str, Any] | None = None
-        self._ids = itertools.count(1)
+        self.ids = itertools.count(1)
         self._on_record = on_update_record
         self._on_kexec = on_kexec
         self.mark = on_phase  # (phase, update_id, target): the run record; None: settled
@@ -143,7 +143,7 @@ class Orchestrator:
         self.roster.tell("cancel", update_id=update_id, reason="update cancelled")
         return rollback
 
-    def _cancelled(self, update_id: int, target: str, exc: BaseException) -> None:
+    def cancelled(self, update_id: int, target: str, exc: BaseException) -> None:
         """Cancel after a failure before the kexec, and keep the first cause."""
         rollback = self._cancel_quietly(update_id)
         self.mark(None, update_id, target)
@@ -182,7 +182,7 @@ class Orchestrator:
 
     async def _update(self, target: str, deadline: float, force: bool) -> dict[str, Any]:
         host = self.host
-        update_id = next(self._ids)
+        update_id = next(self.ids)
         phases: dict[str, float] = {}
         start_release = host.kernel.release
         self.bus.publish("update.started", update_id=update_id, target=target)
@@ -210,7 +210,7 @@ class Orchestrator:
         except BaseException as exc:
             # Nothing was prepared: staging the image was the only change.
             host.kernel.loaded = previous_loaded
-            self._cancelled(update_id, target, exc)
+            self.cancelled(update_id, target, exc)
             raise
         try:
             t = time.perf_counter()
@@ -232,7 +232,7 @@ class Orchestrator:
             self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)
         except BaseException as exc:
-            self._cancelled(update_id, image.release, exc)
+            self.cancelled(update_id, image.release, exc)
             raise
         return await self._kexec(update_id, phases, start_release, freeze_at, image, deadline)
 
@@ -292,7 +292,7 @@ class Orchestrator:
                         image.release,
                     )
                 luo.target = image
-            update_id = next(self._ids)
+            update_id = next(self.ids)
             return await self._kexec(
                 update_id, {}, kernel.release, time.perf_counter(), image, DEFAULT_DEADLINE
             )
@@ -311,7 +311,7 @@ class Orchestrator:
             self.mark("kexec", update_id, image.release)
             self._hit("update.kexec-start", image.release)
         except BaseException as exc:
-            self._cancelled(update_id, image.release, exc)
+            self.cancelled(update_id, image.release, exc)
             raise
         # The point of no return: from here on, failures are reported, not rolled back.
         handed_over = sorted(host.luo.outgoing)
@@ -333,17 +333,33 @@ class Orchestrator:
         host.adopt(new)
         self.clock.tick()
         phases["restore"] = round((time.perf_counter() - t) * 1000, 3)
-        blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
-        after = self.clock.writes()
-        dma = {
-            bdf: after[bdf] - self._dma_at_freeze.get(bdf, after[bdf])
-            for bdf in after
-            if host.machine.pci[bdf].dma.window is not None
-        }
+        dma = self.clock.writes_since(self._dma_at_freeze)
         self._dma_at_freeze = {}
-        for name, uid in resuming.items():
-            self.participants[name] = Participant(name, uid, [], None, state="resuming")
-        self._pending_resume = set(resuming)
+        resumers = [Participant(n, uid, [], None, state="resuming") for n, uid in resuming.items()]
+        return self.booted(
+            update_id, phases, start_release, freeze_at, handed_over, resumers, dma, deadline
+        )
+
+    def booted(
+        self,
+        update_id: int,
+        phases: dict[str, float],
+        start_release: str,
+        freeze_at: float,
+        handed_over: list[str],
+        resuming: list[Participant],
+        dma: dict[str, int],
+        deadline: float = DEFAULT_DEADLINE,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The next kernel serves (after a kexec, or in a restarted luod): the update's
+        record, what it lost, and the participants it waits for (`resuming`)."""
+        host = self.host
+        new = host.kernel
+        blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
+        for participant in resuming:
+            self.participants[participant.name] = participant
+        self._pending_resume = {p.name for p in resuming}
         self._freeze_at = freeze_at
         # The new kernel's own list: it grows as retrieve and finish find damage (holding
         # the list, not the kernel, so a later cold boot's garbage is not kept alive).
@@ -351,6 +367,7 @@ class Orchestrator:
         self._boot_damage = boot_damage(host, handed_over)
         record = {
             "update_id": update_id,
+            **extra,
             "from": start_release,
             "to": new.release,
             "phases": phases,

@@ -99,9 +99,18 @@ def read_record(path: Path) -> dict[str, Any] | None:
     """The record at `path`; None if there is none. CorruptRecord for anything that is
     there but unreadable (a directory, a FIFO, bad permissions, bad bytes, bad schema)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return parse_record(read_regular_file(path))
     except FileNotFoundError:
         return None
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of the regular file `path`: FileNotFoundError if there is none,
+    CorruptRecord if it is something else or cannot be read (the message says which)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise CorruptRecord(f"cannot open: {exc.strerror}") from None
     try:
@@ -113,7 +122,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
         raise CorruptRecord(f"cannot read: {exc.strerror}") from None
     finally:
         os.close(fd)
-    return parse_record(text)
+    return text
 
 
 def crash_report(previous: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +166,7 @@ class RunRecords:
         self.last_update: dict[str, Any] | None = None
         self.in_flight: dict[str, Any] | None = None
         self.moved_aside: list[dict[str, str]] = []
+        self.handover_refused: str | None = None  # set by main: a restart's handover unused
         self.restart: dict[str, Any] | None = None  # a planned restart left for the next run
         self.started = time.time()
 
@@ -256,4 +266,5 @@ class RunRecords:
             "state_dir": None if self.state_dir is None else str(self.state_dir),
             "previous_boot_unclean": self.previous_unclean,
             "state_moved_aside": [dict(m) for m in self.moved_aside],
+            "handover_refused": self.handover_refused,
         }

@@ -1,8 +1,9 @@
 """The systemd service-manager protocols, in plain stdlib: sd_notify(3) and sd_listen_fds(3).
 
 Owns everything luod says to, or takes from, its supervisor: readiness and status datagrams
-on `$NOTIFY_SOCKET`, the watchdog interval from `$WATCHDOG_USEC`, and the listening fds
-passed by socket activation (`$LISTEN_PID`, `$LISTEN_FDS`, `$LISTEN_FDNAMES`). systemd
+on `$NOTIFY_SOCKET` (and fds for its fd store: `FDSTORE=1` with SCM_RIGHTS), the watchdog
+interval from `$WATCHDOG_USEC`, and the fds passed at start (`$LISTEN_PID`, `$LISTEN_FDS`,
+`$LISTEN_FDNAMES`: activated sockets and the fd store's contents). systemd
 documents both protocols as stable interfaces meant to be reimplemented, so a few dozen lines
 here replace a libsystemd binding (reference/python.md C.1).
 
@@ -15,6 +16,7 @@ from the event loop is fine.
 
 from __future__ import annotations
 
+import array
 import os
 import socket
 from typing import Final
@@ -25,8 +27,11 @@ __all__ = [
     "listen_fds",
     "notify",
     "ready",
+    "remove_stored_fd",
     "status",
     "stopping",
+    "store_fd",
+    "under_supervisor",
     "watchdog_interval",
     "watchdog_ping",
 ]
@@ -38,7 +43,7 @@ SD_LISTEN_FDS_START: Final = 3
 _SEND_TIMEOUT: Final = 1.0
 
 
-def notify(*fields: str) -> bool:
+def notify(*fields: str, fds: tuple[int, ...] = ()) -> bool:
     """Send `KEY=VALUE` fields as one datagram to `$NOTIFY_SOCKET`; True if it was sent.
 
     False when the variable is unset, names an unsupported address (only absolute paths
@@ -61,9 +66,28 @@ def notify(*fields: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.settimeout(_SEND_TIMEOUT)
-            return sock.sendto(payload, address) == len(payload)
+            if not fds:
+                return sock.sendto(payload, address) == len(payload)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            return sock.sendmsg([payload], rights, 0, address) == len(payload)
     except OSError:
         return False
+
+
+def store_fd(fd: int, name: str) -> bool:
+    """`FDSTORE=1` with `FDNAME=name`: systemd keeps a duplicate of `fd` (up to the unit's
+    `FileDescriptorStoreMax=`) and passes it back in `$LISTEN_FDS` on the next start."""
+    return notify("FDSTORE=1", f"FDNAME={name}", fds=(fd,))
+
+
+def remove_stored_fd(name: str) -> bool:
+    """`FDSTOREREMOVE=1` with `FDNAME=name`: systemd closes its copies of that fd."""
+    return notify("FDSTOREREMOVE=1", f"FDNAME={name}")
+
+
+def under_supervisor() -> bool:
+    """Whether a service manager listens on `$NOTIFY_SOCKET` (a path we can send to)."""
+    return os.environ.get("NOTIFY_SOCKET", "").startswith(("/", "@"))
 
 
 def status(text: str) -> bool:

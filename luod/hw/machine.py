@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from luod.hw.handover import HandoverRegister
 from luod.hw.iommu import Iommu
@@ -65,21 +66,31 @@ class Machine:
     def close(self) -> None:
         self.memory.close()
 
-    def dump(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.memory.dump(directory / RAM_FILE)
-        registers = {
+    def registers(self) -> dict[str, Any]:
+        """Every register, as plain data: the handover register, the clock, IOMMU contexts
+        and the PCI devices."""
+        return {
             "handover": self.handover.peek(),
             "now_ns": self.now_ns,
             "iommu": self.iommu.to_registers(),
             "pci": self.pci.to_registers(),
         }
-        (directory / REGISTERS_FILE).write_text(json.dumps(registers))
+
+    def dump(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.memory.dump(directory / RAM_FILE)
+        (directory / REGISTERS_FILE).write_text(json.dumps(self.registers()))
 
     @classmethod
     def load(cls, directory: Path) -> Machine:
-        machine = cls(PhysicalMemory.load(directory / RAM_FILE))
         registers = json.loads((directory / REGISTERS_FILE).read_text())
+        return cls.resume(PhysicalMemory.load(directory / RAM_FILE), registers)
+
+    @classmethod
+    def resume(cls, memory: PhysicalMemory, registers: dict[str, Any]) -> Machine:
+        """The machine whose RAM is `memory` (kept as it is) and whose registers are
+        `registers` (from `registers()`): the same machine, in another process."""
+        machine = cls(memory)
         handover = registers.get("handover")
         if handover is not None:
             machine.handover.load(int(handover))

@@ -34,15 +34,33 @@ class MemoryRangeError(ValueError):
 class PhysicalMemory:
     """Sparse, pfn-addressed RAM. Not thread-safe; the daemon serialises access."""
 
-    def __init__(self, size_bytes: int) -> None:
+    def __init__(self, size_bytes: int, *, fd: int | None = None) -> None:
+        """A fresh memfd, or RAM kept in `fd` (a memfd or a sparse file, which this object
+        then owns): its bytes are kept, and its size becomes `size_bytes`."""
         if size_bytes <= 0 or size_bytes % PAGE_SIZE:
             raise ValueError(f"RAM size {size_bytes} is not a positive multiple of {PAGE_SIZE}")
         self.size_bytes = size_bytes
         self.frames = size_bytes >> PAGE_SHIFT
-        self._fd = os.memfd_create("luod-ram", os.MFD_CLOEXEC)
-        os.ftruncate(self._fd, size_bytes)
+        self._fd = os.memfd_create("luod-ram", os.MFD_CLOEXEC) if fd is None else fd
+        if os.fstat(self._fd).st_size != size_bytes:
+            os.ftruncate(self._fd, size_bytes)
         self._map = mmap.mmap(self._fd, size_bytes, mmap.MAP_SHARED)
         self._bytes: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8)
+
+    @classmethod
+    def backed_by(cls, path: Path, size_bytes: int) -> PhysicalMemory:
+        """RAM kept in the sparse file `path` (created if missing): what it holds now is
+        what the machine's RAM holds, and every write lands there, with no copy."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            return cls(size_bytes, fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def fileno(self) -> int:
+        """The backing fd (for handing the RAM to the next luod process)."""
+        return self._fd
 
     def close(self) -> None:
         """Release the backing; the object is unusable afterwards."""

@@ -334,15 +334,23 @@ class Kernel:
         """Hand over and return the new kernel. With LUO on, only from FROZEN, into the
         image prepared for; with LUO off (KHO alone), into `image`, else the loaded one,
         else the running one again."""
+        target = self.hand_over(image)
+        return Kernel.boot(self.machine, target, self.config, faults=self.faults)
+
+    def hand_over(self, image: KernelImage | None = None) -> KernelImage:
+        """The first half of `kexec`: finalize KHO, put the root's address in the handover
+        register and die; returns the image the next kernel is to be. Whoever boots the
+        machine next (this process, or a restarted luod) calls `Kernel.boot`."""
         self.check_alive()
         if self.luo is not None:
             if self.luo.state is not LuoState.FROZEN:
                 raise WrongState(f"kexec needs state frozen, not {self.luo.state.value}")
             target = self.luo.target
+            assert target is not None
         else:
             target = image or self.loaded or self.image
         kho = self._kho_out
         root = kho.root_phys if kho.finalized else kho.finalize()
         self.machine.handover.load(root)
         self.alive = False
-        return Kernel.boot(self.machine, target, self.config, faults=self.faults)
+        return target

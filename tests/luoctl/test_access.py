@@ -50,6 +50,7 @@ ADMIN = {
     "fault.list",
     "fault.arm",
     "fault.clear",
+    "daemon.restart",
 }
 
 
@@ -71,7 +72,7 @@ def test_participant_methods_are_for_the_owner_of_their_sessions() -> None:
 
 def test_every_method_carries_its_access_fds_and_waiting() -> None:
     specs = {s.name: s for s in METHODS}
-    assert {n for n, s in specs.items() if s.waits} == {"update", "kexec"}
+    assert {n for n, s in specs.items() if s.waits} == {"update", "kexec", "daemon.restart"}
     assert {n: s.fds_in for n, s in specs.items() if s.fds_in != (0, 0)} == {
         "memfd.preserve": (1, 1),
         "object.create": (0, 1),

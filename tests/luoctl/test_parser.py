@@ -61,6 +61,7 @@ COMMAND_LINES: list[tuple[list[str], str]] = [
     (["device", "list"], "device.list"),
     (["kho", "dump"], "kho.dump"),
     (["kho", "dump", "--incoming", "--output", "blob.dtb"], "kho.dump"),
+    (["daemon", "restart"], "daemon.restart"),
 ]
 
 
@@ -235,7 +236,16 @@ def test_help_and_version_return_zero(capsys: pytest.CaptureFixture[str]) -> Non
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, _ in COMMAND_LINES:
         words = [w for w in argv if not w.startswith("-")][:2]
-        if words[0] not in ("kernel", "session", "memfd", "file", "fault", "device", "kho"):
+        if words[0] not in (
+            "kernel",
+            "session",
+            "memfd",
+            "file",
+            "fault",
+            "device",
+            "kho",
+            "daemon",
+        ):
             words = words[:1]
         assert main([*words, "--help"]) == 0
         out = capsys.readouterr().out

@@ -92,6 +92,9 @@ def test_service_contract() -> None:
     assert exec_start[0] == INSTALLED_BINARY
     assert exec_start[exec_start.index("--state-dir") + 1] == "%S/luod"
     assert exec_start[exec_start.index("--log-format") + 1] == "auto"
+    # a restart keeps the machine in the fd store (luod.daemon.machine_store)
+    assert "--restart-keeps-machine" in exec_start
+    assert int(s["Service.FileDescriptorStoreMax"][0]) >= 2
     assert s["Service.RuntimeDirectory"] == ["luod"]
     assert s["Service.RuntimeDirectoryMode"] == ["0755"]
     # Stopping the service must not delete the socket file luod.socket still listens on.

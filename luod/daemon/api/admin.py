@@ -1,13 +1,15 @@
-"""Admin interfaces: the running kernel's write switches, and fault injection (`fault.*`),
-for tests, ours and users': admin methods (the dispatcher refuses anyone else), and
-`fault.*` is refused with `luod.FaultsDisabled` unless the daemon was started with
-`--enable-faults`. A fired fault is published as a `fault.fired` event.
+"""Admin interfaces: the running kernel's write switches, luod's own restart (`daemon.restart`:
+the handover, then the main loop re-execs), and fault injection (`fault.*`), for tests, ours
+and users'. All are admin methods (the dispatcher refuses anyone else), and `fault.*` is
+refused with `luod.FaultsDisabled` unless the daemon was started with `--enable-faults`.
+A fired fault is published as a `fault.fired` event.
 """
 
 from __future__ import annotations
 
 import errno
 
+from luod.daemon import restart
 from luod.daemon.connection import ClientConnection
 from luod.daemon.dispatch import MethodGroup, Result
 from luod.daemon.errors import DaemonError
@@ -51,3 +53,16 @@ async def _fault_clear(c: ClientConnection, p: m.FaultClear, r: Request) -> Resu
     cleared = c.daemon.host.faults.clear(p.point)
     c.daemon.bus.publish("fault.cleared", point=p.point, cleared=cleared)
     return {"cleared": cleared}, []
+
+
+@group("daemon.restart")
+async def _daemon_restart(c: ClientConnection, p: m.DaemonRestart, r: Request) -> Result:
+    daemon = c.daemon
+    if daemon.restart_requested.is_set():
+        raise DaemonError("RestartInProgress", "luod is restarting already", errno=errno.EBUSY)
+    blob = await restart.hand_over(daemon, requester=c)
+    info = restart.summary(blob)
+    daemon.restart_blob = blob
+    daemon.restart_requester = c.id
+    daemon.restart_requested.set()
+    return info, []

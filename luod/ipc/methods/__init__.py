@@ -18,6 +18,7 @@ from luod.ipc.methods.faults import (
     FaultList,
 )
 from luod.ipc.methods.machine import (
+    DaemonRestart,
     DeviceDma,
     DeviceList,
     DeviceSet,
@@ -74,6 +75,7 @@ __all__ = [
     "BootCold",
     "Cancel",
     "Check",
+    "DaemonRestart",
     "DeviceDma",
     "DeviceList",
     "DeviceSet",

@@ -103,3 +103,13 @@ class KhoDump:
     (bytes)}; luod.NoHandover (ENOENT) when there is none."""
 
     source: Literal["outgoing", "incoming"] | None = None
+
+
+@METHODS.method("daemon.restart", access="admin", waits=True)
+@attrs.frozen
+class DaemonRestart:
+    """Restart luod itself, keeping the machine: prepare and freeze with the participants'
+    barrier (a refusal cancels it: luod runs on), the handover as for a kexec into the
+    same release, then luod re-execs with the same argv and boots the next kernel from it.
+    Result: {update_id, release, sessions (names handed over), participants, pid}. The
+    connection then closes; reconnect and retrieve as after any update."""
