@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _summary import record  # bench/_summary.py, beside this file
+
 BIN = Path(sys.executable).parent
 TARGET = 2.0
 
@@ -67,6 +69,8 @@ def main() -> None:
         print(f"{'python -c pass':<22} {base * 1000:>7.1f} {1:>6.2f}")
         print(f"{'luoctl status':<22} {human * 1000:>7.1f} {human / base:>6.2f}")
         print(f"{'luoctl --json status':<22} {json * 1000:>7.1f} {json / base:>6.2f}")
+        record("cli", "luoctl status / python -c pass", human / base, f"<={TARGET}")
+        record("cli", "luoctl --json status / python -c pass", json / base, f"<={TARGET}")
     finally:
         luod.terminate()
         luod.wait(timeout=30)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import cbor2
 import trio
+from _summary import record  # bench/_summary.py, beside this file
 
 BIN = Path(sys.executable).parent
 TARGET = 0.8
@@ -241,6 +242,7 @@ def main() -> None:
                     f"{label:<16} {n:>11} {bare:>10.0f} {real:>10.0f} {real / bare:>6.2f}",
                     flush=True,
                 )
+                record("ipc", f"{label} x{n}: luod / bare echo", real / bare, f">={TARGET}")
     finally:
         for proc in (echo, luod):
             proc.terminate()
