@@ -133,10 +133,11 @@ class OrderBitmap:
             other = None if exclude is None else exclude._chunks.get(cid)
             if other is not None:
                 bits = chunk & ~other
-            step = np.diff(np.concatenate((edge, bits.view(np.int8), edge)))
-            base = cid << CHUNK_SHIFT
-            firsts.append(base + np.flatnonzero(step == 1).astype(np.int64))
-            ends.append(base + np.flatnonzero(step == -1).astype(np.int64))
+            # Edges alternate: a run opens, closes, opens... so one scan finds both.
+            edges = np.flatnonzero(np.diff(np.concatenate((edge, bits.view(np.int8), edge))))
+            edges += cid << CHUNK_SHIFT
+            firsts.append(edges[0::2])
+            ends.append(edges[1::2])
         if not firsts:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty

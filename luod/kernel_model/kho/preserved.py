@@ -54,9 +54,8 @@ class PreservedSet:
         if not self.forbidden:
             return
         starts, ends = first_blocks << order, end_blocks << order
-        hits = self.forbidden.overlaps_ranges(starts, ends)
-        if hits.any():
-            i = int(np.flatnonzero(hits)[0])
+        i = self.forbidden.meets_sorted(starts, ends)
+        if i is not None:
             clash = self.forbidden & Extents.of(int(starts[i]), int(ends[i]))
             bad = int(clash.starts[0])
             raise FrameInScratch(
@@ -69,7 +68,8 @@ class PreservedSet:
         self, pfns: npt.ArrayLike, order: int
     ) -> tuple[Int64Array, Int64Array, Int64Array]:
         """Validate folios; returns (sorted pfns, first pfn of each run, last pfn of each run),
-        where a run is a stretch of back-to-back folios."""
+        where a run is a stretch of back-to-back folios. With RANGE_PATH_MAX_RUNS runs or
+        more, every folio stands for itself (the arrays are the sorted pfns)."""
         if not 0 <= order <= MAX_ORDER:
             raise BadAlignment(f"folio order {order} outside 0..{MAX_ORDER}")
         size = 1 << order
@@ -85,6 +85,12 @@ class PreservedSet:
                 raise AlreadyPreserved(f"folio at pfn {int(p[dup[0]]):#x} given twice")
         if int(p[0]) < 0 or int(p[-1]) + size > self.frames:
             raise KernelError(f"folio at pfn {int(p[-1]):#x} is outside RAM")
+        if np.count_nonzero(step != size) >= self.RANGE_PATH_MAX_RUNS:
+            # Scattered: the block path needs no runs, only every folio aligned.
+            if order and (p & (size - 1)).any():
+                bad = int(p[np.flatnonzero(p & (size - 1))[0]])
+                raise BadAlignment(f"pfn {bad:#x} is not aligned to its order {order}")
+            return p, p, p
         breaks = np.flatnonzero(step != size)
         first = p[np.concatenate(([0], breaks + 1))]
         last = p[np.concatenate((breaks, [p.size - 1]))]
