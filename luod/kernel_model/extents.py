@@ -24,12 +24,14 @@ def _as_int64(values: npt.ArrayLike) -> Int64Array:
 
 
 class Extents:
-    __slots__ = ("ends", "starts")
+    __slots__ = ("_total", "ends", "starts")
 
     def __init__(self, starts: Int64Array, ends: Int64Array) -> None:
-        """Takes arrays that are already normalised; use `from_ranges` otherwise."""
+        """Takes arrays that are already normalised; use `from_ranges` otherwise. The
+        arrays are the set's own from then on: a set is a value and never changes."""
         self.starts = starts
         self.ends = ends
+        self._total: int | None = None
 
     # -- construction -------------------------------------------------------------------
 
@@ -102,8 +104,10 @@ class Extents:
         return f"Extents({shown}{more})"
 
     def total(self) -> int:
-        """Number of frames in the set."""
-        return int((self.ends - self.starts).sum())
+        """Number of frames in the set (counted once: millions of ranges cost a pass)."""
+        if self._total is None:
+            self._total = int(self.ends.sum() - self.starts.sum())
+        return self._total
 
     def contains(self, pfns: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Per pfn: is it inside the set?"""

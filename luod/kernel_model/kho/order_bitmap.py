@@ -127,14 +127,16 @@ class OrderBitmap:
         """Runs of set blocks (first, end) in block units, minus blocks set in `exclude`."""
         firsts: list[Int64Array] = []
         ends: list[Int64Array] = []
-        edge = np.zeros(1, dtype=np.int8)
+        padded = np.zeros(CHUNK_BLOCKS + 2, dtype=np.bool_)  # a clear block on either side
         for cid, chunk in self.chunks():
-            bits = chunk
             other = None if exclude is None else exclude._chunks.get(cid)
-            if other is not None:
-                bits = chunk & ~other
-            # Edges alternate: a run opens, closes, opens... so one scan finds both.
-            edges = np.flatnonzero(np.diff(np.concatenate((edge, bits.view(np.int8), edge))))
+            if other is None:
+                padded[1:-1] = chunk
+            else:
+                np.greater(chunk, other, out=padded[1:-1])  # chunk & ~other
+            # Edges alternate: a run opens, closes, opens... so one scan finds both; a bool
+            # comparison, since numpy's nonzero is several times faster on bools.
+            edges = np.flatnonzero(padded[1:] != padded[:-1])
             edges += cid << CHUNK_SHIFT
             firsts.append(edges[0::2])
             ends.append(edges[1::2])

@@ -253,8 +253,10 @@ class PreservedSet:
         for m in self.orders:
             if m.count:
                 first, end = m.runs(None if exclude is None else exclude.orders[m.order])
-                starts.append(first << m.order)
-                ends.append(end << m.order)
+                if m.order:  # order 0: blocks are frames, no copy
+                    first, end = first << m.order, end << m.order
+                starts.append(first)
+                ends.append(end)
         if not starts:
             return Extents.empty()
         if len(starts) == 1:  # one order's merged runs are already in normal form
