@@ -1,23 +1,29 @@
 """Request rate through the real socket, as a ratio against a bare trio echo server that
-uses the same u32 framing, both measured in the same run with the same load client; and
-the start-up cost of one `luoctl status` against `python -c pass`.
+uses the same framing and the same fd passing, both measured in the same run with the same
+load client. Not a test: prints a table.
+Run: `.venv/bin/python bench/ipc.py [--seconds 3] [--runs 5]`.
 
-The echo server parses frames and writes them back: no CBOR, no dispatch, no kernel model,
-the floor for any server on this stack. luod answers `session.list` (a cheap request; the
-caller has no sessions) with the full protocol: hello, CBOR decoding with its hardening,
-strict structuring, dispatch, reply. Not a test: prints a table.
-Run: `.venv/bin/python bench/ipc.py`.
+The echo server reads with `recvmsg` (fds by SCM_RIGHTS, closed once received), splits
+u32 BE length frames and writes each burst back: no CBOR, no dispatch, no kernel model,
+the floor for any server on this stack. Against it, luod answers two requests with the
+whole protocol (hello, CBOR decoding with its hardening, strict params, dispatch, reply):
 
-Each rate is the best of `RUNS` runs, echo and luod alternating, so that a burst of load
-from other processes on the machine hits both sides alike. The start-up comparison runs
-with a warm bytecode cache (`PYTHONDONTWRITEBYTECODE` dropped, one warm-up run each), as an
-installed luoctl has: without it every run would also time compiling luoctl's sources.
+* `status`, the cheap request: the machine's state, a map of a dozen keys;
+* `memfd.preserve` of a 4 KiB memfd passed with the request: a new emulated memfd, the
+  copy, the preserve in the kernel model (every request a new token of the connection's
+  own session).
+
+Each case runs at 1 and at 50 connections. Each rate is the best of `--runs` runs, echo and
+luod alternating, so that a burst of load from other processes on the machine hits both
+sides alike. `luoctl status`'s start-up cost is bench/cli.py.
 """
 
 from __future__ import annotations
 
+import argparse
+import array
 import os
-import statistics
+import socket
 import struct
 import subprocess
 import sys
@@ -29,17 +35,27 @@ import cbor2
 import trio
 
 BIN = Path(sys.executable).parent
-SECONDS = 3.0
-RUNS = 5
+TARGET = 0.8
 
 ECHO_SERVER = r"""
-import struct, sys, trio
+import array, os, socket, struct, sys, trio
+
+ANCILLARY = socket.CMSG_SPACE(253 * 4)
 
 async def handle(stream):
+    sock = stream.socket
     buf = b""
     async with stream:
         while True:
-            data = await stream.receive_some(65536)
+            data, ancdata, _flags, _addr = await sock.recvmsg(
+                65536, ANCILLARY, socket.MSG_CMSG_CLOEXEC
+            )
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                    for fd in fds:
+                        os.close(fd)
             if not data:
                 return
             buf += data
@@ -68,45 +84,109 @@ def frame(item: object) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
+def request(id: int, method: str, params: dict[str, object], nfds: int = 0) -> bytes:
+    return frame({"kind": "request", "id": id, "method": method, "params": params, "nfds": nfds})
+
+
 HELLO = frame({"kind": "hello", "version": 1, "client": "bench"})
 
 
-async def read_frame(stream: trio.SocketStream, buf: bytearray) -> None:
-    while True:
-        if len(buf) >= 4:
-            (n,) = struct.unpack(">I", buf[:4])
-            if len(buf) >= 4 + n:
-                del buf[: 4 + n]
-                return
-        data = await stream.receive_some(65536)
-        if not data:
-            raise ConnectionError("server closed")
-        buf += data
+class Peer:
+    """One load connection: frames out (with fds), whole frames back."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    async def send(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            sent = await self.sock.sendmsg([data], ancillary)
+        else:
+            sent = await self.sock.send(data)
+        while sent < len(data):
+            sent += await self.sock.send(data[sent:])
+
+    async def reply(self) -> bytes:
+        buf = self.buf
+        while True:
+            if len(buf) >= 4:
+                (n,) = struct.unpack(">I", buf[:4])
+                if len(buf) >= 4 + n:
+                    body = bytes(buf[4 : 4 + n])
+                    del buf[: 4 + n]
+                    return body
+            data = await self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed")
+            buf += data
+
+    async def call(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        await self.send(data, fds)
+        body = await self.reply()
+        if body[:20].find(b"error") >= 0 and cbor2.loads(body).get("kind") == "error":
+            raise RuntimeError(f"luod refused: {cbor2.loads(body)}")
 
 
-async def load(path: str, connections: int, seconds: float) -> float:
-    """Requests per second over `connections` concurrent connections."""
-    request = frame({"kind": "request", "id": 1, "method": "session.list", "params": {}, "nfds": 0})
+async def connect(path: str) -> Peer:
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.connect(path)
+    peer = Peer(sock)
+    await peer.call(HELLO)
+    return peer
+
+
+async def run_status(peer: Peer, name: str, stop: float, is_luod: bool) -> int:
+    data = request(1, "status", {})
     done = 0
-    stop = trio.current_time() + seconds
+    while trio.current_time() < stop:
+        await peer.call(data)
+        done += 1
+    return done
 
-    async def worker() -> None:
-        nonlocal done
-        stream = await trio.open_unix_socket(path)
-        buf = bytearray()
-        async with stream:
-            await stream.send_all(HELLO)
-            await read_frame(stream, buf)
-            while trio.current_time() < stop:
-                await stream.send_all(request)
-                await read_frame(stream, buf)
-                done += 1
 
+async def run_preserve(peer: Peer, name: str, stop: float, is_luod: bool) -> int:
+    fd = os.memfd_create("bench", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, bytes(range(256)) * 16)  # 4 KiB
+        if is_luod:
+            await peer.call(request(1, "session.create", {"name": name}))
+        done = 0
+        while trio.current_time() < stop:
+            params = {"session": name, "token": done + 1}
+            await peer.call(request(done + 2, "memfd.preserve", params, nfds=1), (fd,))
+            done += 1
+        return done
+    finally:
+        os.close(fd)
+
+
+async def load(path: str, connections: int, seconds: float, case: str, tag: str) -> float:
+    """Requests per second over `connections` concurrent connections."""
+    body = {"status": run_status, "preserve": run_preserve}[case]
+    is_luod = path.endswith("luod.sock")
+    done = 0
+    peers = [await connect(path) for _ in range(connections)]
     start = trio.current_time()
+    stop = start + seconds
+    ends: list[float] = []
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        count = await body(peers[i], f"{tag}-{i}", stop, is_luod)
+        done += count  # not `done += await ...`: that reads `done` before the await
+        ends.append(trio.current_time())
+
     async with trio.open_nursery() as nursery:
-        for _ in range(connections):
-            nursery.start_soon(worker)
-    return done / (trio.current_time() - start)
+        for i in range(connections):
+            nursery.start_soon(worker, i)
+    rate = done / (max(ends) - start)
+    if is_luod and case == "preserve":  # give the emulated RAM back, outside the clock
+        for i, peer in enumerate(peers):
+            await peer.call(request(10**9, "session.close", {"name": f"{tag}-{i}"}))
+    for peer in peers:
+        peer.sock.close()
+    return rate
 
 
 def wait_socket(path: Path) -> None:
@@ -117,57 +197,50 @@ def wait_socket(path: Path) -> None:
         time.sleep(0.01)
 
 
-def median_runs(cmds: list[list[str]], runs: int = 20) -> list[float]:
-    """Median wall time of each command, the commands alternating, after one warm-up."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    times: list[list[float]] = [[] for _ in cmds]
-    for i in range(runs + 1):
-        for cmd, samples in zip(cmds, times, strict=True):
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True, env=env)
-            if i:  # the first round writes the bytecode cache
-                samples.append(time.perf_counter() - start)
-    return [statistics.median(samples) for samples in times]
-
-
-def best_rates(paths: list[str], connections: int) -> list[float]:
-    """Best requests/s of `RUNS` alternating runs against each socket."""
+def best_rates(
+    paths: list[str], case: str, connections: int, seconds: float, runs: int
+) -> list[float]:
+    """Best requests/s of `runs` alternating runs against each socket."""
     best = [0.0 for _ in paths]
-    for _ in range(RUNS):
+    for run in range(runs):
         for i, path in enumerate(paths):
-            best[i] = max(best[i], trio.run(load, path, connections, SECONDS))
+            tag = f"{case}{connections}r{run}"
+            best[i] = max(best[i], trio.run(load, path, connections, seconds, case, tag))
     return best
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one run")
+    parser.add_argument("--runs", type=int, default=5, help="runs per side, best kept")
+    parser.add_argument("--cases", default="status,preserve", help="comma-separated")
+    parser.add_argument("--connections", default="1,50", help="comma-separated")
+    opts = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="luod-bench-"))
     echo_path, luod_path = workdir / "echo.sock", workdir / "luod.sock"
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_path)])
     luod = subprocess.Popen(
-        [str(BIN / "luod"), "--socket", str(luod_path), "--ram", "1G", "--log-level", "warning"],
+        [str(BIN / "luod"), "--socket", str(luod_path), "--ram", "8G", "--log-level", "warning"],
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_socket(echo_path)
         wait_socket(luod_path)
         print(
-            f"requests per second, best of {RUNS} runs of {SECONDS:g} s "
-            "(same load client, same framing)\n"
+            f"requests per second, best of {opts.runs} runs of {opts.seconds:g} s "
+            f"(same load client, same framing, same fd passing); target >= {TARGET}x\n"
         )
-        print(f"{'connections':>11} {'bare echo':>10} {'luod':>10} {'ratio':>6}")
-        for n in (1, 50):
-            bare, real = best_rates([str(echo_path), str(luod_path)], n)
-            print(f"{n:>11} {bare:>10.0f} {real:>10.0f} {real / bare:>6.2f}")
-        base, ctl = median_runs(
-            [
-                [sys.executable, "-c", "pass"],
-                [str(BIN / "luoctl"), "--socket", str(luod_path), "status"],
-            ]
-        )
-        print("\none invocation, median of 20 (warm bytecode cache)\n")
-        print(f"{'python -c pass':<22} {base * 1000:>7.1f} ms")
-        print(f"{'luoctl status':<22} {ctl * 1000:>7.1f} ms")
-        print(f"{'ratio':<22} {ctl / base:>7.2f}")
+        print(f"{'request':<16} {'connections':>11} {'bare echo':>10} {'luod':>10} {'ratio':>6}")
+        for case in opts.cases.split(","):
+            for n in (int(c) for c in opts.connections.split(",")):
+                bare, real = best_rates(
+                    [str(echo_path), str(luod_path)], case, n, opts.seconds, opts.runs
+                )
+                label = "status" if case == "status" else "memfd.preserve 4K"
+                print(
+                    f"{label:<16} {n:>11} {bare:>10.0f} {real:>10.0f} {real / bare:>6.2f}",
+                    flush=True,
+                )
     finally:
         for proc in (echo, luod):
             proc.terminate()

@@ -15,6 +15,7 @@ import argparse
 from luoctl.argtree import CommandTree, Parser, token_option
 from luod import __version__
 from luod.cli import argtypes
+from luod.ipc.limits import DEFAULT_TIMEOUT
 
 __all__ = ["Parser", "build_parser"]
 
@@ -340,7 +341,7 @@ def build_parser() -> Parser:
     parser.add_argument(
         "--timeout",
         type=argtypes.seconds,
-        default=30.0,
+        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="bound connecting and each reply (default 30; update and kexec wait longer)",
     )

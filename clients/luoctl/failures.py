@@ -61,8 +61,11 @@ INTERRUPTED: Final = "luoctl.Interrupted"
 INCOMPATIBLE: Final = "luod.Incompatible"
 NOT_OWNER: Final = "luod.NotOwner"
 NOT_PERMITTED: Final = "luod.NotPermitted"
-"""An admin request (`fault ...`) from a uid that is neither root nor luod's own."""
+"""A machine-wide request (CLI.md "Who may call what") from a uid that is not an admin."""
 
+NOT_SERVED: Final = frozenset({"luod.TooManyConnections", "luod.HelloTimeout"})
+"""luod closed the connection before serving it (a connection cap, the hello deadline):
+the daemon cannot be reached for now, exit 69."""
 INCOMPATIBLE_COMMANDS: Final = frozenset({"check", "update", "kexec", "load"})
 """Commands for which `luod.Incompatible` means exit 3 (CLI.md: "nothing was changed")."""
 
@@ -133,6 +136,8 @@ def _remote(exc: RemoteError, command: str | None) -> Failure:
     code = ExitCode.FAILED
     if exc.name == INCOMPATIBLE and command in INCOMPATIBLE_COMMANDS:
         code = ExitCode.INCOMPATIBLE
+    elif exc.name in NOT_SERVED:
+        code = ExitCode.UNAVAILABLE
     elif exc.name in (NOT_OWNER, NOT_PERMITTED):
         # Another uid's session, or an admin request from a plain uid: the daemon says
         # EPERM; a credentials problem, exit 77.

@@ -38,6 +38,13 @@ def _last_cancel(value: object) -> str:
     return f"update to {cell(cancel.get('target'))}: {cell(error.get('message'))}"
 
 
+def _access(value: object) -> str:
+    access = as_map(value)
+    if access.get("admin"):
+        return f"admin: sessions and the machine ({access.get('reason')})"
+    return f"your own sessions only, not the machine ({access.get('reason')})"
+
+
 def status(doc: Any) -> list[str]:
     doc = as_map(doc)
     kernel = as_map(doc.get("kernel"))
@@ -61,6 +68,8 @@ def status(doc: Any) -> list[str]:
     pairs.append(("last update", _last_update(doc.get("last_update"))))
     if doc.get("last_cancel"):
         pairs.append(("last cancel", _last_cancel(doc["last_cancel"])))
+    if "access" in doc:
+        pairs.append(("access", _access(doc["access"])))
     lines = fields(pairs)
     sessions = [as_map(s) for s in as_list(doc.get("sessions"))]
     lines.append("")

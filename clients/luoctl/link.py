@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from luoctl.failures import CONNECTION_LOST, DAEMON_UNREACHABLE, TIMEOUT, CliError
+from luoctl.quick import CLIENT_NAME
 from luoctl.sockets import resolve_socket
 from luod.cli.exitcodes import ExitCode
 from luod.ipc.client import Client, Reply
@@ -23,8 +24,6 @@ from luod.ipc.errors import ConnectionLost, DaemonTimeout
 from luod.ipc.messages import Event
 
 __all__ = ["DaemonLink", "TapClient"]
-
-CLIENT_NAME = "luoctl"
 
 
 class TapClient(Client):

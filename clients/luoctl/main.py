@@ -5,22 +5,22 @@ Owns the run's frame and nothing inside it: `cli` parses, `commands` does the wo
 document. Every path returns an int (argparse's SystemExit for --help/--version included),
 so tests call `main([...])` directly.
 
-Start-up cost matters (one process per shell command): this imports the blocking client
-(stdlib, cbor2, attrs) and never trio, numpy or structlog; cattrs loads with the first
-message.
+Start-up cost matters (one process per shell command): `luoctl.quick` runs `status`
+without loading the rest (stdlib, cbor2 and a few import-free modules). Everything else
+loads only when the full path runs: the parser, the blocking client (stdlib, cbor2,
+attrs), never trio, numpy or structlog; cattrs loads with the first message that needs it.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from luoctl.cli import build_parser
-from luoctl.commands import COMMANDS, render
-from luoctl.context import Context, Outcome
-from luoctl.failures import UsageError, classify, interrupted
-from luoctl.link import DaemonLink
-from luoctl.output import Output
-from luod.cli.exitcodes import ExitCode
+from luoctl import quick
+
+if TYPE_CHECKING:
+    from luoctl.context import Outcome
+    from luoctl.output import Output
 
 __all__ = ["main"]
 
@@ -33,6 +33,8 @@ def _json_requested(argv: list[str]) -> bool:
 
 
 def _print(out: Output, command: str, outcome: Outcome) -> None:
+    from luoctl.commands import render
+
     if outcome.silent:
         return
     if out.json:
@@ -44,6 +46,20 @@ def _print(out: Output, command: str, outcome: Outcome) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run `luoctl` with `argv` (default: `sys.argv[1:]`); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    code = quick.run(argv)
+    return code if code is not None else _full(argv)
+
+
+def _full(argv: list[str]) -> int:
+    """The full path: parse, run the command, print."""
+    from luoctl.cli import build_parser
+    from luoctl.commands import COMMANDS
+    from luoctl.context import Context
+    from luoctl.failures import UsageError, classify, interrupted
+    from luoctl.link import DaemonLink
+    from luoctl.output import Output
+    from luod.cli.exitcodes import ExitCode
+
     parser = build_parser()
     if not argv:
         parser.print_help(sys.stderr)
@@ -69,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of stdout went away (`luoctl events --follow | head`). For a stream
         # that is how it ends, quietly; anything else was cut short: say so on stderr,
         # the only channel left (even with --json).
-        out.silence_stdout()
         if command == "events":
+            out.silence_stdout()
             return ExitCode.OK
-        out.stderr_line(f"luoctl: stdout closed before {command} finished printing (EPIPE)")
+        out.stdout_closed(command)
         return ExitCode.FAILED
     except KeyboardInterrupt:
         out.failure(interrupted(command))

@@ -13,9 +13,10 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from luoctl.failures import Failure, UsageError
+if TYPE_CHECKING:  # not at run time: luoctl's short path prints through here too
+    from luoctl.failures import Failure, UsageError
 
 __all__ = ["Output", "jsonable", "stderr_is_terminal", "stdout_is_terminal"]
 
@@ -114,6 +115,12 @@ class Output:
             sys.stderr.write(error.usage)
         sys.stderr.write(f"{error.prog}: error: {error.failure.message}\n")
         sys.stderr.flush()
+
+    def stdout_closed(self, command: str) -> None:
+        """The reader of stdout went away before `command` finished printing: say so on
+        stderr, the only channel left (even with --json)."""
+        self.silence_stdout()
+        self.stderr_line(f"luoctl: stdout closed before {command} finished printing (EPIPE)")
 
     def silence_stdout(self) -> None:
         """After EPIPE on stdout: point fd 1 at /dev/null so the interpreter's final flush

@@ -12,6 +12,7 @@ connection is handed a `Dispatch` and only moves messages.
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,17 +21,24 @@ import structlog
 import trio
 
 from luod import __version__
+from luod.daemon.access import NO_ACCESS
 from luod.daemon.core import Daemon
-from luod.daemon.errors import error_reply
+from luod.daemon.errors import DaemonError, error_reply
 from luod.daemon.events import DROPPED, Subscriber
 from luod.daemon.owners import Caller
 from luod.daemon.participants import Participant
 from luod.ipc.async_transport import FramedStream
 from luod.ipc.connection import CLOSED
-from luod.ipc.errors import ConnectionLost, ProtocolError, RemoteProtocolError
+from luod.ipc.errors import (
+    ConnectionLost,
+    ProtocolError,
+    ProtocolErrorName,
+    RemoteProtocolError,
+)
 from luod.ipc.fdpass import close_fds
 from luod.ipc.messages import ErrorReply, Event, Reply, Request
 from luod.ipc.methods import METHODS
+from luod.ipc.state import Moot
 
 log = structlog.get_logger("luod.server")
 
@@ -55,6 +63,7 @@ class ClientConnection:
         self.daemon = daemon
         self.stream = stream
         self.caller = caller
+        self.access = NO_ACCESS  # resolved at hello: requests only read `access.admin`
         self.id = conn_id
         self.participant: Participant | None = None
         self.subscriber: Subscriber | None = None
@@ -87,10 +96,23 @@ class ClientConnection:
 
     async def run(self) -> None:
         with self._scope:
-            try:
-                await self.stream.accept_hello(SERVER_NAME)
-            except (ProtocolError, ConnectionLost, trio.BrokenResourceError):
+            timeout = self.daemon.admission.limits.hello_timeout
+            with trio.move_on_after(timeout) as waiting:
+                try:
+                    await self.stream.accept_hello(SERVER_NAME)
+                except (ProtocolError, ConnectionLost, trio.BrokenResourceError):
+                    return
+            if waiting.cancelled_caught:  # idle or slow-loris: its slot goes to others
+                late = DaemonError(
+                    "HelloTimeout",
+                    f"no hello within {timeout:g} s (--hello-timeout); closing",
+                    errno=errno.ETIMEDOUT,
+                )
+                log.info("hello_timeout", conn=self.id, seconds=timeout)
+                with trio.move_on_after(DRAIN_SECONDS):
+                    await self.stream.send_error_and_forget(error_reply(None, late))
                 return
+            self.access = self.daemon.policy.resolve(self.caller.uid, self.caller.gid)
             async with trio.open_nursery() as outer:
                 outer.start_soon(self._writer)
                 try:
@@ -137,6 +159,8 @@ class ClientConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     self._scope.cancel()
                     return
+                except Moot:
+                    pass  # queued before the client broke the protocol; its error goes next
                 except ProtocolError as exc:
                     log.warning("unsendable", conn=self.id, error=str(exc))
                 finally:
@@ -163,6 +187,10 @@ class ClientConnection:
             except trio.WouldBlock:
                 await self._slots.acquire()
             spec = METHODS.get(message.method)
+            if message.fds and spec is not None and spec.fds_in[1] == 0:
+                self._refuse_fds(message)  # docs/protocol.md: BadMessage, then close
+                self._slots.release()
+                return
             if spec is not None and spec.waits:
                 nursery.start_soon(self._handle, message)
             else:
@@ -171,6 +199,18 @@ class ClientConnection:
                 # (`receive` checkpoints now and then even when frames are buffered, so a
                 # client pipelining a burst of requests cannot hold the scheduler.)
                 await self._handle(message)
+
+    def _refuse_fds(self, request: Request) -> None:
+        close_fds(request.fds)
+        exc = RemoteProtocolError(
+            ProtocolErrorName.BAD_MESSAGE,
+            f"{request.method} takes no file descriptors; request {request.id} sent "
+            f"{len(request.fds)}",
+            object=request.method,
+        )
+        log.info("protocol_error", conn=self.id, error=str(exc))
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._send.send_nowait(error_reply(None, exc))
 
     async def _handle(self, request: Request) -> None:
         try:

@@ -18,6 +18,8 @@ import structlog
 import trio
 
 from luod import __version__
+from luod.daemon.access import AdminPolicy
+from luod.daemon.admission import Admission, ConnectionLimits
 from luod.daemon.clock import DeviceClock
 from luod.daemon.devliveupdate import UapiEndpoint
 from luod.daemon.events import EventBus
@@ -57,8 +59,11 @@ class Daemon:
         faults_enabled: bool = False,
         event_capacity: int = 1024,
         drop_grace: float = DROP_GRACE_SECONDS,
+        policy: AdminPolicy | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
+        self.policy = policy or AdminPolicy(os.getuid())
         self.bus = EventBus(capacity=event_capacity)
         self.faults_enabled = faults_enabled
         self.drop_grace = drop_grace
@@ -73,6 +78,7 @@ class Daemon:
             self.bus,
             on_update_record=self.records.update_finished,
             on_kexec=self.userspace_dies,
+            on_phase=self.record_phase,
             status_hook=status_hook,
             clock=self.clock,
         )
@@ -80,6 +86,37 @@ class Daemon:
             self.orchestrator.last_update = self.records.last_update
         self.uapi = UapiEndpoint(host, self.orchestrator)  # luod-run's /dev/liveupdate
         self.orchestrator.before_freeze = self.uapi.live.sync
+        # After the endpoint raised the fd limit, which the default total cap derives from.
+        self.admission = Admission(limits or ConnectionLimits())
+
+    def at_stake(self) -> list[dict[str, Any]]:
+        """Every session and file a crash now would lose: {name, direction, owner,
+        files: [{token, type}]}, for the run record."""
+        return [
+            {
+                "name": s["name"],
+                "direction": s["direction"],
+                "owner": s["owner"],
+                "files": [{"token": f["token"], "type": f["type"]} for f in s["files"]],
+            }
+            for s in self.host.sessions()
+        ]
+
+    def record_phase(
+        self, phase: str | None, update_id: int | None, target: str | None, kind: str = "update"
+    ) -> None:
+        """Durably note the update phase now running (None: nothing is in flight)."""
+        if phase is None:
+            self.records.settled()
+            return
+        self.records.phase(
+            phase,
+            update_id=update_id,
+            start_release=self.host.kernel.release,
+            target=target,
+            sessions=self.at_stake(),
+            kind=kind,
+        )
 
     def _fault_fired(self, fired: Fired) -> None:
         log.info("fault_fired", point=fired.point, subject=fired.subject)
@@ -134,5 +171,10 @@ class Daemon:
                 "pci_devices": len(host.machine.pci),
             },
             "device_error": host.device_error,
-            "daemon": {"version": __version__, "pid": os.getpid(), **self.records.status()},
+            "daemon": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "connections": self.admission.as_json(),
+                **self.records.status(),
+            },
         }

@@ -3,7 +3,10 @@
 Method handlers live in groups (`luod.daemon.api`), each a `MethodGroup` registering its
 handlers by method name. The `Dispatcher` joins the groups and checks, when the daemon
 starts, that its handlers match `luod.ipc.methods.METHODS` exactly: every method has
-a handler, every handler a method. For each request it structures the params (the strict
+a handler, every handler a method. For each request it checks the method's `access`
+against the connection's (`luod.daemon.access`: admin methods refuse a non-admin with
+`luod.NotPermitted` before anything runs; `owner` is the handlers' business, per object),
+structures the params (the strict
 converter), checks the fds it carries against the method's entry, runs the handler, and
 turns any error into its wire form (`luod.daemon.errors.wire_error`, the one mapping). A
 bug is answered (`luod.InternalError`) and logged; the daemon keeps serving.
@@ -69,8 +72,12 @@ class Dispatcher:
 
     async def __call__(self, conn: ClientConnection, request: Request) -> Reply | ErrorReply:
         try:
+            spec = METHODS.get(request.method)
+            if spec is not None and spec.access == "admin" and not conn.access.admin:
+                raise conn.daemon.policy.refusal(request.method, conn.access)
             params = METHODS.structure(request)
-            problem = METHODS[request.method].fds_problem(len(request.fds))
+            assert spec is not None  # structure refused unknown methods
+            problem = spec.fds_problem(len(request.fds))
             if problem is not None:
                 raise DaemonError("MissingFds", problem, errno=errno.EBADF)
             result, fds = await self.handlers[request.method](conn, params, request)

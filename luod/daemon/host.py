@@ -212,17 +212,18 @@ class Host:
         kernel = self.kernel
         memfd = kernel.new_memfd(name or session_name, page_size=page_size)
         try:
-            for step in memfd_bridge.fill_steps(
-                memfd, source, size, memfd_bridge.source_seals(source) | extra
-            ):
-                yield step
-                if self.kernel is not kernel:
-                    raise DaemonError(
-                        "KernelChanged",
-                        f"the kernel changed while copying into {where}; nothing was preserved",
-                        errno=errno.EBUSY,
-                        obj=where,
-                    )
+            with memfd_bridge.reading_source(where):
+                seals_in = memfd_bridge.source_seals(source) | extra
+                fill = memfd_bridge.fill_steps(memfd, source, size, seals_in)
+                for step in fill:
+                    yield step
+                    if self.kernel is not kernel:
+                        raise DaemonError(
+                            "KernelChanged",
+                            f"the kernel changed while copying into {where}; nothing was preserved",
+                            errno=errno.EBUSY,
+                            obj=where,
+                        )
             session = self.outgoing(caller, session_name)
             self.luo.preserve(session, token, memfd)
         except BaseException:

@@ -20,7 +20,7 @@ Invariants:
   is only ever held across synchronous code (never across an `await`), so it lasts
   microseconds and two tasks of one process can never deadlock on it.
 * We unlink only a path we bound ourselves and only while it is still the file we bound,
-  judged by (st_dev, st_ino, st_ctime_ns) since inode numbers are recycled at once
+  judged by (st_dev, st_ino, st_mtime_ns) since inode numbers are recycled at once
   (`UnixListener.close`); an activated socket's path is never touched.
 """
 
@@ -320,10 +320,11 @@ def _bind(path: Path, mode: int, backlog: int) -> tuple[socket.socket, tuple[int
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:
     """Which file this is. A freed inode number is reused by the next file created, so
-    (dev, ino) alone could mistake a newcomer for ours; the ctime (set by our chmod, to the
-    nanosecond where the filesystem allows) tells them apart. A chmod or chown by someone
-    else also changes it: then we leave the file, and the next start replaces it as stale."""
-    return st.st_dev, st.st_ino, st.st_ctime_ns
+    (dev, ino) alone could mistake a newcomer for ours; the mtime (set when bind created
+    the file, to the nanosecond where the filesystem allows) tells them apart. Not the
+    ctime: an operator's chmod or chown of the socket (to open it to a group) changes that,
+    and must not make us leave the file behind on exit."""
+    return st.st_dev, st.st_ino, st.st_mtime_ns
 
 
 def _unlink_if_same(path: Path, identity: tuple[int, int, int]) -> bool:

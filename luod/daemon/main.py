@@ -14,10 +14,11 @@ the socket systemd passed), reports readiness, pings the watchdog and stops clea
 from __future__ import annotations
 
 import argparse
+import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import structlog
 import trio
@@ -28,9 +29,12 @@ if TYPE_CHECKING:
 
 from luod import __version__
 from luod.daemon import boot, sdnotify
+from luod.daemon.access import AdminGroup, AdminPolicy, resolve_group
+from luod.daemon.admission import DEFAULT_HELLO_TIMEOUT, DEFAULT_PER_UID, ConnectionLimits
 from luod.daemon.listener import (
     ListenerError,
     NoSocketPath,
+    UnixListener,
     default_socket_path,
     from_activation,
     open_unix_listener,
@@ -54,6 +58,7 @@ HUGETLB_PAGE_SIZES: Final[tuple[int, ...]] = (2 << 20, 1 << 30)
 LIMITS: Final = ("unlimited", "6.19")
 
 _SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_N = TypeVar("_N", int, float)
 
 
 def parse_ram(text: str) -> int:
@@ -112,6 +117,30 @@ def parse_hugetlb(text: str) -> dict[int, int]:
         seen.add(size)
         pools[size] = int(count_text)
     return pools
+
+
+def _positive(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+    """An argparse type: a number of `kind` greater than zero."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:  # NaN is not > 0 either
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a number > 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def parse_admin_group(text: str) -> AdminGroup:
+    """`--admin-group`: an existing group, by name or gid."""
+    try:
+        return resolve_group(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +206,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow root (or luod's own uid) to arm fault-injection points (fault.arm)",
     )
     parser.add_argument(
+        "--admin-group",
+        metavar="GROUP",
+        type=parse_admin_group,
+        help=(
+            "members of GROUP (name or gid) may drive the machine (load, prepare, kexec, "
+            "update, boot...) besides root and luod's own uid (default: none)"
+        ),
+    )
+    parser.add_argument(
+        "--hello-timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=DEFAULT_HELLO_TIMEOUT,
+        help=(
+            "close a connection that has not sent its hello within SECONDS "
+            f"(default: {DEFAULT_HELLO_TIMEOUT:g})"
+        ),
+    )
+    parser.add_argument(
+        "--max-connections-per-uid",
+        metavar="COUNT",
+        type=_positive(int),
+        default=DEFAULT_PER_UID,
+        help=f"connections one uid may have open at once (default: {DEFAULT_PER_UID})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        metavar="COUNT",
+        type=_positive(int),
+        help="connections open at once (default: the fd limit minus a reserve)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
         default="auto",
@@ -213,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     # Hold shutdown signals until the trio receiver owns them (see the module docstring).
     saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SHUTDOWN_SIGNALS)
     try:
+        records = RunRecords(args.state_dir)
+        try:
+            records.start()  # before the boot: a planned restart boots from the handover
+        except OSError as exc:
+            log.error("state_dir_failed", state_dir=str(args.state_dir), error=str(exc))
+            return 1
         try:
             host = boot.build_host(
                 args.ram, args.kernel, limits=args.limits, hugetlb=args.hugetlb, pci=args.pci
@@ -223,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         try:
-            return trio.run(_serve, log, args, host, socket_path, activated, saved_mask)
+            return trio.run(_serve, log, args, host, records, socket_path, activated, saved_mask)
         finally:
             host.close()
     finally:
@@ -240,11 +307,37 @@ async def _serve(
     log: FilteringBoundLogger,
     args: argparse.Namespace,
     host: Host,
+    records: RunRecords,
     socket_path: Path | None,
     activated: list[tuple[int, str]],
     saved_mask: Iterable[int],
 ) -> int:
-    """The trio main: listen, serve, report readiness, stop cleanly on a signal."""
+    """`_listen_and_serve`, removing the socket file on every exit after the bind, clean
+    (a signal) or not (an error). A second signal while it shuts down lands in the outer
+    receiver, which nobody reads: the cleanup finishes instead of dying half-way."""
+    bound: list[UnixListener] = []
+    with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS):
+        try:
+            return await _listen_and_serve(
+                log, args, host, records, socket_path, activated, saved_mask, bound
+            )
+        finally:
+            for listener in bound:
+                listener.close()
+
+
+async def _listen_and_serve(
+    log: FilteringBoundLogger,
+    args: argparse.Namespace,
+    host: Host,
+    records: RunRecords,
+    socket_path: Path | None,
+    activated: list[tuple[int, str]],
+    saved_mask: Iterable[int],
+    bound: list[UnixListener],
+) -> int:
+    """The trio main: listen, serve, report readiness, stop cleanly on a signal. The
+    listener goes into `bound` as soon as it exists, for `_serve` to close on any exit."""
     with trio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
         # Handlers are installed: let held and future signals through to the receiver.
         signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
@@ -257,16 +350,19 @@ async def _serve(
         except ListenerError as exc:
             log.error("listen_failed", error=str(exc))
             return 1
+        bound.append(listener)
         from luod.daemon.core import Daemon  # heavy: numpy and the model
         from luod.daemon.service import serve
 
-        records = RunRecords(args.state_dir)
-        records.start()
         daemon = Daemon(
             host,
             records=records,
             status_hook=sdnotify.status,
             faults_enabled=args.enable_faults,
+            policy=AdminPolicy(os.getuid(), args.admin_group),
+            limits=ConnectionLimits(
+                args.hello_timeout, args.max_connections_per_uid, args.max_connections
+            ),
         )
         kernel = host.kernel
         async with trio.open_nursery() as nursery:

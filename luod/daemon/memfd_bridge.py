@@ -9,6 +9,7 @@ source stay holes, and only frames that hold data in emulated RAM are read back.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -41,15 +42,50 @@ def is_memfd(fd: int) -> bool:
         return False
 
 
-def check_source(source: int, obj: str) -> None:
-    """A memfd's bytes come from a regular file or a memfd, nothing else."""
-    if not stat.S_ISREG(os.fstat(source).st_mode):
+_UNREADABLE = {
+    errno.EBADF: "it is not open for reading (write-only, or O_PATH)",
+    errno.EISDIR: "it is a directory",
+    errno.ESPIPE: "it is not seekable (a pipe or a socket)",
+}
+
+
+@contextlib.contextmanager
+def reading_source(obj: str) -> Iterator[None]:
+    """The one mapping of an OSError from using a client's fd (fstat, lseek, pread,
+    F_GET_SEALS) to `luod.BadSource`, naming `obj` (session/token, or object) and the
+    cause, with the OSError's errno. Emulated memory never raises OSError (its failures
+    are KernelErrors), so whatever OSError comes out of the copy is the source's."""
+    try:
+        yield
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        cause = _UNREADABLE.get(code, "reading it failed")
         raise DaemonError(
             "BadSource",
-            "the memfd source must be a regular file or a memfd",
+            f"cannot read the fd sent for {obj}: {cause} ({os.strerror(code)})",
+            errno=code,
+            obj=obj,
+        ) from exc
+
+
+def check_source(source: int, obj: str) -> None:
+    """A memfd's bytes come from a regular file or a memfd, nothing else."""
+    with reading_source(obj):
+        mode = os.fstat(source).st_mode
+    if not stat.S_ISREG(mode):
+        raise DaemonError(
+            "BadSource",
+            f"the fd sent for {obj} is a {_kind(mode)}: the memfd source must be a regular "
+            "file or a memfd",
             errno=errno.EINVAL,
             obj=obj,
         )
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_IFDIR: "directory", stat.S_IFIFO: "pipe", stat.S_IFSOCK: "socket"}
+    kinds |= {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device"}
+    return kinds.get(stat.S_IFMT(mode), "special file")
 
 
 def source_seals(source: int) -> Seal:

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from luod.daemon.errors import DaemonError
-from luod.daemon.memfd_bridge import copy_fd_into
+from luod.daemon.memfd_bridge import copy_fd_into, reading_source
 from luod.ipc.plans import ObjectSpec, Plan
 from luod.kernel_model.iommufd.file import IommufdFile
 from luod.kernel_model.kernel import Kernel
@@ -113,7 +113,8 @@ class ObjectTable:
                 if spec.size is not None:
                     file.truncate(spec.size)
                 if data_fd is not None:
-                    copy_fd_into(file, data_fd, spec.size)
+                    with reading_source(f"object {spec.name!r}"):
+                        copy_fd_into(file, data_fd, spec.size)
         except BaseException:
             kernel.close(fd)
             raise

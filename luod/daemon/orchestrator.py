@@ -61,6 +61,7 @@ class Orchestrator:
         *,
         on_update_record: Callable[[dict[str, Any]], None] = lambda r: None,
         on_kexec: Callable[[object], None] = lambda keep: None,
+        on_phase: Callable[[str | None, int | None, str | None], None] = lambda *a: None,
         status_hook: Callable[[str], object] = lambda s: None,
         clock: DeviceClock | None = None,
     ) -> None:
@@ -73,6 +74,7 @@ class Orchestrator:
         self._ids = itertools.count(1)
         self._on_record = on_update_record
         self._on_kexec = on_kexec
+        self.mark = on_phase  # (phase, update_id, target): the run record; None: settled
         self.before_freeze: Callable[[], None] = lambda: None  # luod-run's live memfds
         self._status = status_hook
         self._pending_resume: set[str] = set()
@@ -144,6 +146,7 @@ class Orchestrator:
     def _cancelled(self, update_id: int, target: str, exc: BaseException) -> None:
         """Cancel after a failure before the kexec, and keep the first cause."""
         rollback = self._cancel_quietly(update_id)
+        self.mark(None, update_id, target)
         if not isinstance(exc, Exception):
             return  # the daemon is being cancelled itself: nothing to report
         error = error_json(exc)
@@ -192,11 +195,13 @@ class Orchestrator:
         self._status(f"update {update_id}: load {target}")
         previous_loaded = host.kernel.loaded
         try:
+            self.mark("load", update_id, target)
             self._hit("update.load", target)
             image = host.image(target)
             host.kernel.load(image)
             phase_done("load", t)
             t = time.perf_counter()
+            self.mark("check", update_id, image.release)
             self._hit("update.check", image.release)
             report = compat.check(host.kernel, image)
             phase_done("check", t)
@@ -210,6 +215,7 @@ class Orchestrator:
         try:
             t = time.perf_counter()
             self._status(f"update {update_id}: prepare")
+            self.mark("prepare", update_id, image.release)
             host.prepare()
             self._hit("update.prepare-barrier", image.release)
             await self.roster.wait_for_all(update_id, "prepare", deadline)
@@ -218,6 +224,7 @@ class Orchestrator:
             self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
+            self.mark("freeze", update_id, image.release)
             self._hit("update.freeze-barrier", image.release)
             await self.roster.wait_for_all(update_id, "freeze", deadline)
             self.before_freeze()
@@ -301,6 +308,7 @@ class Orchestrator:
     ) -> dict[str, Any]:
         host = self.host
         try:
+            self.mark("kexec", update_id, image.release)
             self._hit("update.kexec-start", image.release)
         except BaseException as exc:
             self.clock.resume()

@@ -31,6 +31,7 @@ class Caller:
 
     uid: int
     pid: int = 0
+    gid: int | None = None
 
     @property
     def root(self) -> bool:

@@ -24,41 +24,49 @@ Modules, bottom up:
 * `method_table`, `methods`, `plans`  the method table: every method's params, fds,
   waiting and access; the objects and plans `object.create` and `apply` take
 
+* `limits`, `cbor_strict`, `oneshot`  the short path of luoctl's start: constants, the
+  hardened decoder and one read-only call, importing no attrs
+
 Layering: nothing here imports the daemon, the kernel model or the machine; only
-`async_transport` and `async_client` import trio, and this package root does not import
-them, so `import luod.ipc` (and the blocking client) stays cheap for `luoctl`.
+`async_transport` and `async_client` import trio. This package root imports nothing at
+all: the names below are loaded on first use (PEP 562), so that importing any one module
+of the package (`luod.ipc.oneshot` on luoctl's short path) does not load the others.
 """
 
 from __future__ import annotations
 
-from luod.ipc.cbor import decode_item
-from luod.ipc.client import Client
-from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Sentinel, error_reply
-from luod.ipc.convert import MethodRegistry
-from luod.ipc.errors import (
-    ConnectionLost,
-    DaemonTimeout,
-    DaemonUnreachable,
-    ErrorInfo,
-    LocalProtocolError,
-    PermissionDenied,
-    ProtocolError,
-    ProtocolErrorName,
-    RemoteError,
-    RemoteProtocolError,
-)
-from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
-from luod.ipc.messages import (
-    PROTOCOL_VERSION,
-    ErrorReply,
-    Event,
-    Hello,
-    Message,
-    Reply,
-    Request,
-    Welcome,
-)
-from luod.ipc.state import Role, State
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from luod.ipc.cbor import decode_item
+    from luod.ipc.client import Client
+    from luod.ipc.connection import CLOSED, NEED_DATA, Connection, Sentinel, error_reply
+    from luod.ipc.convert import MethodRegistry
+    from luod.ipc.errors import (
+        ConnectionLost,
+        DaemonTimeout,
+        DaemonUnreachable,
+        ErrorInfo,
+        LocalProtocolError,
+        PermissionDenied,
+        ProtocolError,
+        ProtocolErrorName,
+        RemoteError,
+        RemoteProtocolError,
+    )
+    from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+    from luod.ipc.messages import (
+        PROTOCOL_VERSION,
+        ErrorReply,
+        Event,
+        Hello,
+        Message,
+        Reply,
+        Request,
+        Welcome,
+    )
+    from luod.ipc.state import Role, State
 
 __all__ = [
     "CLOSED",
@@ -93,3 +101,47 @@ __all__ = [
     "encode_frame",
     "error_reply",
 ]
+
+_HOME: Final = {
+    "decode_item": "cbor",
+    "Client": "client",
+    "CLOSED": "connection",
+    "NEED_DATA": "connection",
+    "Connection": "connection",
+    "Sentinel": "connection",
+    "error_reply": "connection",
+    "MethodRegistry": "convert",
+    "ConnectionLost": "errors",
+    "DaemonTimeout": "errors",
+    "DaemonUnreachable": "errors",
+    "ErrorInfo": "errors",
+    "LocalProtocolError": "errors",
+    "PermissionDenied": "errors",
+    "ProtocolError": "errors",
+    "ProtocolErrorName": "errors",
+    "RemoteError": "errors",
+    "RemoteProtocolError": "errors",
+    "DEFAULT_MAX_FRAME": "framing",
+    "FrameDecoder": "framing",
+    "encode_frame": "framing",
+    "PROTOCOL_VERSION": "messages",
+    "ErrorReply": "messages",
+    "Event": "messages",
+    "Hello": "messages",
+    "Message": "messages",
+    "Reply": "messages",
+    "Request": "messages",
+    "Welcome": "messages",
+    "Role": "state",
+    "State": "state",
+}
+"""The module each re-exported name lives in."""
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"luod.ipc.{home}"), name)
+    globals()[name] = value
+    return value

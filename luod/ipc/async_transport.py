@@ -373,16 +373,17 @@ class FramedStream:
         await self.send(Welcome(version=event.version, server=server_name))
         return event
 
-    async def send_error_and_forget(self, exc: ProtocolError) -> None:
-        """Best effort: tell the peer why we are about to close (an `error`, id null).
-        Errors while doing so are ignored: the connection is going away anyway."""
+    async def send_error_and_forget(self, error: ProtocolError | ErrorReply) -> None:
+        """Best effort: tell the peer why we are about to close (an `error`, id null: a
+        protocol error, or the daemon's own envelope). Errors while doing so are ignored:
+        the connection is going away anyway."""
         with contextlib.suppress(
             ProtocolError,
             trio.BrokenResourceError,
             trio.BusyResourceError,
             trio.ClosedResourceError,
         ):
-            await self.send(error_reply(exc, None))
+            await self.send(error if isinstance(error, ErrorReply) else error_reply(error, None))
 
     # --- closing -------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """CBOR both ways: one hardened item decoded from a frame body, and bodies encoded.
 
-Owns every call into cbor2. Decoding (`decode_item`) is hardened; encoding has a fast
+Owns every call into cbor2 but the decoder itself (`luod.ipc.cbor_strict`, which holds its
+hardened settings). Decoding (`decode_item`) is hardened; encoding has a fast
 path for envelopes (`encode_message`) beside the plain one (`encode_value`).
 
 Hardening. cbor2's defaults are unsafe for input from another process: it ignores trailing
@@ -24,13 +25,12 @@ wire map gives (tests/protocol/test_fastpaths.py checks it).
 
 from __future__ import annotations
 
-import io
 import struct
-import threading
-from typing import Final, NoReturn
+from typing import Final
 
 import cbor2
 
+from luod.ipc.cbor_strict import BUILTIN_TAGS, TagRefused, decode_one
 from luod.ipc.datamodel import MAX_DEPTH, check_data_model, conforms
 from luod.ipc.envelope import wire_message
 from luod.ipc.errors import ProtocolErrorName, RemoteProtocolError
@@ -38,66 +38,11 @@ from luod.ipc.messages import MAX_FDS_PER_MESSAGE, MAX_ID, Message, Reply, Reque
 
 __all__ = ["decode_item", "encode_message", "encode_uint", "encode_value"]
 
-# Tags cbor2 6.2 decodes itself, without consulting `tag_hook` (found by probing every tag
-# in 0..70000 plus a few large ones; tests/protocol re-probes so an upgrade that adds one
-# fails loudly). Each is mapped to `_refuse_tag`. Some of these are dangerous beyond being
-# unexpected: 28/29 (value sharing) build cycles, 25/256 (string references) and 55799
-# (self-describe) are transparent, 2/3 (bignums) yield plain ints.
-_BUILTIN_TAGS: Final = (
-    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
-    1004, 43000, 55799,
-)  # fmt: skip
-
-
-class _TagRefused(Exception):
-    """Raised inside cbor2 to abort decoding at a tag; cbor2 wraps it in CBORDecodeError."""
-
-
-def _refuse_tag(*_args: object) -> NoReturn:
-    raise _TagRefused
-
-
-def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> NoReturn:
-    raise _TagRefused(tag.tag)
-
-
-_SEMANTIC_DECODERS: Final = dict.fromkeys(_BUILTIN_TAGS, _refuse_tag)
+_BUILTIN_TAGS: Final = BUILTIN_TAGS  # the tests re-probe cbor2 against it
 
 
 def _bad_cbor(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(ProtocolErrorName.BAD_CBOR, message)
-
-
-_NO_INPUT: Final = io.BytesIO()
-
-
-def _new_decoder() -> cbor2.CBORDecoder:
-    return cbor2.CBORDecoder(
-        _NO_INPUT,
-        tag_hook=_refuse_unknown_tag,
-        semantic_decoders=_SEMANTIC_DECODERS,
-        max_depth=MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-        str_errors="strict",
-    )
-
-
-_thread_state = threading.local()
-
-
-def _decoder() -> cbor2.CBORDecoder:
-    """This thread's hardened decoder, built once: building one costs more than decoding a
-    small frame. Reusing it is safe because nothing it decodes leaves state behind: every
-    tag is refused (so no shared values or string references), and the depth count starts
-    afresh with each `decode()` (tests/protocol/test_fastpaths.py checks both after errors).
-    One per thread, because a decoder is not reentrant. It keeps its last input (one frame)
-    alive until the next decode."""
-    try:
-        decoder: cbor2.CBORDecoder = _thread_state.decoder
-    except AttributeError:
-        decoder = _thread_state.decoder = _new_decoder()
-    return decoder
 
 
 def decode_item(frame: bytes) -> object:
@@ -107,22 +52,17 @@ def decode_item(frame: bytes) -> object:
         RemoteProtocolError: `luod.BadCbor` if the frame is not exactly one well-formed item
             of the data model (see the module docstring).
     """
-    fp = io.BytesIO(frame)
-    decoder = _decoder()
-    decoder.fp = fp
     try:
-        item = decoder.decode()
+        item, consumed = decode_one(frame)
     except cbor2.CBORDecodeEOF:
         raise _bad_cbor(f"truncated CBOR item in a {len(frame)}-byte frame") from None
     except cbor2.CBORDecodeError as exc:
         cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, _TagRefused) or "semantic tag" in str(exc):
+        if isinstance(cause, TagRefused) or "semantic tag" in str(exc):
             raise _bad_cbor(f"CBOR tags are not allowed ({exc})") from None
         raise _bad_cbor(f"malformed CBOR: {exc}") from None
     except RecursionError:  # belt and braces: max_depth should stop this first
         raise _bad_cbor("CBOR item nested too deeply") from None
-    # cbor2 reads ahead from a seekable file and seeks back, so tell() is exact.
-    consumed = fp.tell()
     if consumed != len(frame):
         raise _bad_cbor(f"{len(frame) - consumed} trailing bytes after the CBOR item")
     problem = check_data_model(item)

@@ -53,6 +53,7 @@ from luod.ipc.errors import (
 )
 from luod.ipc.fdpass import close_fds, recv_with_fds, send_with_fds
 from luod.ipc.framing import DEFAULT_MAX_FRAME, HEADER_SIZE
+from luod.ipc.limits import DEFAULT_TIMEOUT
 from luod.ipc.messages import (
     MAX_FDS_PER_MESSAGE,
     MAX_ID,
@@ -77,9 +78,6 @@ __all__ = [
     "RemoteError",
     "Reply",
 ]
-
-DEFAULT_TIMEOUT: Final = 30.0
-"""Default seconds to wait for the daemon (connect, hello, each call)."""
 
 _RECV_SIZE: Final = 64 * 1024
 

@@ -36,7 +36,7 @@ from luod.ipc.errors import (
 from luod.ipc.fd_attribution import PendingFds
 from luod.ipc.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, frame_body
 from luod.ipc.messages import SUPPORTED_VERSIONS, ErrorReply, Message, Reply, Request
-from luod.ipc.state import ConnectionState, Role, State
+from luod.ipc.state import ConnectionState, Moot, Role, State
 
 __all__ = [
     "CLOSED",
@@ -181,7 +181,13 @@ class Connection:
             pending.check_strays(start)
         message = structure_message(decode_item(frame))
         state.received(message)
-        if isinstance(message, Request | Reply) and message.nfds:
+        if not isinstance(message, Request | Reply):
+            if pending.entries:
+                pending.check_undeclared(decoder.consumed, 0)
+            return message
+        if pending.entries:
+            pending.check_undeclared(decoder.consumed, message.nfds)
+        if message.nfds:
             message = attrs.evolve(message, fds=pending.claim(message, start))
         return message
 
@@ -222,6 +228,8 @@ class Connection:
             data = encode_frame(unstructure_message(message), max_frame=self.max_frame)
         try:
             self._state.sent(message)
+        except Moot:
+            raise
         except LocalProtocolError as exc:
             self._state.ours = State.ERROR
             self._our_error = exc

@@ -79,6 +79,26 @@ class PendingFds:
                 f"{strays} file descriptor(s) arrived that no message declared",
             )
 
+    def check_undeclared(self, consumed: int, claiming: int) -> None:
+        """Refuse fds that came with bytes the decoder has wholly consumed (so with no
+        frame still to start there) beyond the `claiming` the message just decoded
+        declares: the last frame of their `sendmsg` did not declare them (`nfds` 0, a
+        `hello`). Checked at that frame rather than at the next one, which may never come.
+
+        Raises:
+            RemoteProtocolError: `luod.BadMessage`.
+        """
+        done = 0
+        for _fd, _start, end in self.entries:
+            if end > consumed:
+                break
+            done += 1
+        if done > claiming:
+            raise RemoteProtocolError(
+                ProtocolErrorName.BAD_MESSAGE,
+                f"{done - claiming} file descriptor(s) arrived that no message declared",
+            )
+
     def claim(self, message: Request | Reply, frame_start: int) -> tuple[int, ...]:
         """The `message.nfds` fds of the message whose frame starts at `frame_start`; the
         caller owns them from now on.

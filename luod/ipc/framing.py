@@ -22,13 +22,10 @@ from typing import Final
 from luod.ipc.cbor import encode_value
 from luod.ipc.datamodel import check_data_model
 from luod.ipc.errors import LocalProtocolError, ProtocolErrorName, RemoteProtocolError
+from luod.ipc.limits import DEFAULT_MAX_FRAME, HEADER_SIZE
 
 __all__ = ["DEFAULT_MAX_FRAME", "HEADER_SIZE", "FrameDecoder", "encode_frame", "frame_body"]
 
-DEFAULT_MAX_FRAME: Final = 1 << 20
-"""Default cap on a frame's body (1 MiB); bulk data travels by fd passing, not in frames."""
-
-HEADER_SIZE: Final = 4
 _HEADER: Final = struct.Struct(">I")
 _U32_MAX: Final = (1 << 32) - 1
 

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from luod.ipc.errors import ErrorInfo
+from luod.ipc.limits import MAX_FDS_PER_MESSAGE, MAX_ID, PROTOCOL_VERSION, SUPPORTED_VERSIONS
 
 __all__ = [
     "MAX_FDS_PER_MESSAGE",
@@ -44,18 +45,6 @@ __all__ = [
     "Request",
     "Welcome",
 ]
-
-PROTOCOL_VERSION: Final = 1
-"""The protocol version this package speaks by default."""
-
-SUPPORTED_VERSIONS: Final = frozenset({PROTOCOL_VERSION})
-"""Versions a server built on this package accepts in `hello`."""
-
-MAX_ID: Final = (1 << 32) - 1
-"""Request ids are u32: 0..MAX_ID."""
-
-MAX_FDS_PER_MESSAGE: Final = 253
-"""Linux's SCM_MAX_FD: the most fds one sendmsg can carry, hence one message."""
 
 
 def _check_id(_inst: object, attribute: attrs.Attribute[Any], value: int | None) -> None:

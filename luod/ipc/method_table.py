@@ -6,7 +6,7 @@ the entry it calls) and the documentation. Each entry (`MethodSpec`) carries the
 name, its parameter class (structured by the strict converter through a
 `MethodRegistry`), how many fds travel with the request and the reply, whether the method
 waits (barriers, deadlines: the daemon runs it as a task of its own), and who may call it
-(`access`, CLI.md "Who may call what"; carried, not yet enforced).
+(`access`, CLI.md "Who may call what"; the daemon's dispatcher enforces `admin` from it).
 
 Registering does not import cattrs, so `luoctl` imports the table for free.
 """
@@ -28,7 +28,7 @@ _T = TypeVar("_T")
 Access = Literal["anyone", "owner", "admin"]
 ACCESS: tuple[Access, ...] = ("anyone", "owner", "admin")
 """anyone who can open the socket; the owner of the sessions or objects concerned (anyone
-for their own); admin: root, luod's own uid (or, later, luod's admin group)."""
+for their own); admin: root, luod's own uid or a member of `luod --admin-group`."""
 
 
 @attrs.frozen
@@ -39,8 +39,8 @@ class MethodSpec:
     params: type[Any]
     access: Access
     fds_in: tuple[int, int] = (0, 0)
-    """How many fds a request carries: at least, at most (a method taking none closes
-    any that arrive)."""
+    """How many fds a request carries: at least, at most (fds sent to a method taking
+    none are `luod.BadMessage`, and the daemon closes the connection)."""
     fds_out: int = 0
     """How many fds a successful reply carries."""
     waits: bool = False

@@ -37,7 +37,8 @@ Rules (violations by the peer are `RemoteProtocolError`, by us `LocalProtocolErr
    cannot be encoded (outside the data model, over the frame cap, fds not matching
    `nfds`) raises `LocalProtocolError` and leaves the connection usable, so the daemon
    can still answer that request with an `error`. A message the state machine forbids
-   puts our side in ERROR.
+   puts our side in ERROR, except one made moot by the peer's own protocol error (`Moot`:
+   refused, our side unchanged, so the server's error with a null id still goes out).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ from collections.abc import Iterable
 from luod.ipc.errors import LocalProtocolError, ProtocolErrorName, RemoteProtocolError
 from luod.ipc.messages import ErrorReply, Event, Hello, Message, Reply, Request, Welcome
 
-__all__ = ["ConnectionState", "Role", "State"]
+__all__ = ["ConnectionState", "Moot", "Role", "State"]
+
+
+class Moot(LocalProtocolError):
+    """A reply or event queued before the peer broke the protocol: refused, and our side
+    stays as it was, so the connection-level error that says why can still be sent."""
 
 
 class Role(enum.Enum):
@@ -187,7 +193,10 @@ class ConnectionState:
         if isinstance(message, ErrorReply) and message.id is None:
             return  # connection-level error: allowed in any state, even before welcome
         if self.theirs is State.ERROR and not isinstance(message, ErrorReply):
-            forbidden("the client broke the protocol; only error replies may follow")
+            raise Moot(
+                ProtocolErrorName.BAD_MESSAGE,
+                f"cannot send {kind}: the client broke the protocol; only error replies may follow",
+            )
         if isinstance(message, Welcome):
             if self.ours is not State.START:
                 forbidden("welcome was already sent")

@@ -87,3 +87,34 @@ def test_state_errors_name_the_state(luod: LuodProcess) -> None:
     assert json.loads(late.stdout)["error"]["errno"] == "EBUSY"
     assert luod.luoctl("cancel").returncode == 0
     assert luod.json("status")["state"] == "normal"  # type: ignore[index]
+
+
+def test_an_unreadable_fd_is_bad_source_naming_the_file(luod: LuodProcess) -> None:
+    import os
+    import subprocess
+
+    luod.luoctl("session", "create", "vm1", check=True)
+    memfd = os.memfd_create("guest", 0)
+    os.write(memfd, b"x" * 4096)
+    write_only = os.open(f"/proc/self/fd/{memfd}", os.O_WRONLY)  # still a memfd
+    try:
+        result = subprocess.run(
+            [
+                *(LUOCTL, "--socket", str(luod.socket), "--json", "memfd", "preserve", "vm1"),
+                *("--token", "1", "--fd", str(write_only)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            pass_fds=(write_only,),
+        )
+    finally:
+        os.close(write_only)
+        os.close(memfd)
+    assert result.returncode == 1, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["name"] == "luod.BadSource" and error["errno"] == "EBADF"
+    assert error["object"] == "vm1/0x1"
+    assert "not open for reading (write-only, or O_PATH)" in error["message"]
+    assert luod.json("session", "show", "vm1")["files"] == []  # type: ignore[index]

@@ -4,6 +4,7 @@ shutdown, run records, and a foreign uid refused."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -123,3 +124,42 @@ def test_other_uid_is_refused(luod: LuodProcess) -> None:
     assert denied.returncode == 77, denied.stdout + denied.stderr
     assert "luod.NotOwner" in denied.stdout
     assert luod.luoctl("session", "show", "vm1").returncode == 0  # untouched
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_every_clean_exit_removes_the_socket_even_after_a_chmod(
+    workdir: Path, signum: signal.Signals
+) -> None:
+    luod = start_luod(workdir)
+    os.chmod(luod.socket, 0o666)  # an operator opening it up must not make luod leave it
+    luod.proc.send_signal(signum)
+    luod.proc.send_signal(signum)  # impatient: a second one must not cut the cleanup short
+    _, err = luod.proc.communicate(timeout=30)
+    assert luod.proc.returncode == 0, err.decode()
+    assert not luod.socket.exists()
+
+
+def test_a_crashed_daemons_socket_is_replaced_only_when_nobody_listens(workdir: Path) -> None:
+    crashed = start_luod(workdir)
+    crashed.proc.kill()
+    crashed.proc.communicate()
+    assert crashed.socket.exists()  # a crash leaves the file; nobody listens on it
+    again = start_luod(workdir)
+    try:
+        assert again.json("status")["state"] == "normal"  # type: ignore[index]
+    finally:
+        again.stop()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as squatter:
+        squatter.bind(str(crashed.socket))
+        squatter.listen()
+        refused = subprocess.run(
+            [LUOD, "--socket", str(crashed.socket), "--log-format", "logfmt", "--ram", "1G"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert f"another luod is already serving {crashed.socket}" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert crashed.socket.exists()  # not ours: left alone

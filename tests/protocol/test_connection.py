@@ -14,7 +14,7 @@ from luod.ipc.errors import (
     RemoteProtocolError,
 )
 from luod.ipc.messages import ErrorReply, Event, Hello, Reply, Request, Welcome
-from luod.ipc.state import Role, State
+from luod.ipc.state import Moot, Role, State
 
 from .helpers import ConnectionPair, cbor_frame, hello_item
 
@@ -180,6 +180,21 @@ class TestRequests:
         )
         assert remote_error(pair.server).name is N.BAD_MESSAGE
 
+    def test_after_a_duplicate_id_the_error_still_goes_out(self) -> None:
+        pair = open_pair()
+        request = cbor_frame({"kind": "request", "id": 1, "method": "m", "params": {}})
+        pair.server.receive_data(request + request)
+        assert isinstance(pair.server.next_event(), Request)
+        exc = remote_error(pair.server)
+        assert exc.message == "request id 1 is already in flight"
+        # The first request's reply, queued before, is moot: refused, our side unharmed.
+        with pytest.raises(Moot):
+            pair.server.send(Reply(id=1, result=None))
+        assert pair.server.our_state is State.OPEN
+        pair.client.receive_data(pair.server.send(error_reply(exc, None)))
+        error = pair.client.next_event()
+        assert isinstance(error, ErrorReply) and error.error.name == "luod.BadMessage"
+
     def test_reply_to_unknown_id(self) -> None:
         pair = open_pair()
         error = local_error(pair.server, Reply(id=4, result=None))
@@ -312,18 +327,29 @@ class TestFds:
     def test_stray_fds_are_not_given_to_a_later_message(self) -> None:
         pair = open_pair()
         pair.server.receive_data(self.request(0, rid=1), fds=[10])
-        assert isinstance(pair.server.next_event(), Request)  # claims nothing
-        pair.server.receive_data(self.request(1, rid=2), fds=[11])
-        error = remote_error(pair.server)
+        error = remote_error(pair.server)  # the last frame of its chunk: nobody claims it
         assert error.name is N.BAD_MESSAGE and "no message declared" in error.message
-        assert sorted(pair.server.take_unclaimed_fds()) == [10, 11]
+        assert pair.server.take_unclaimed_fds() == [10]
+
+    def test_fds_for_a_later_frame_of_the_same_chunk(self) -> None:
+        pair = open_pair()
+        pair.server.receive_data(self.request(0, rid=1) + self.request(1, rid=2), fds=[10])
+        first, second = pair.server.next_event(), pair.server.next_event()
+        assert isinstance(first, Request) and first.fds == ()
+        assert isinstance(second, Request) and second.fds == (10,)
+
+    def test_fds_with_hello_are_stray(self) -> None:
+        conn = Connection(Role.SERVER)
+        conn.receive_data(cbor_frame(hello_item()), fds=[10])
+        error = remote_error(conn)
+        assert error.name is N.BAD_MESSAGE and "no message declared" in error.message
+        assert conn.take_unclaimed_fds() == [10]
 
     def test_unclaimed_fds_at_eof(self) -> None:
         pair = open_pair()
-        pair.server.receive_data(self.request(0), fds=[10])
+        pair.server.receive_data(self.request(1)[:3], fds=[10])
         pair.server.receive_data(b"")
-        assert isinstance(pair.server.next_event(), Request)
-        assert pair.server.next_event() is CLOSED
+        assert remote_error(pair.server).name is N.CONNECTION_CLOSED
         assert pair.server.take_unclaimed_fds() == [10]
         assert pair.server.take_unclaimed_fds() == []
 

@@ -17,7 +17,8 @@ group = MethodGroup("machine")
 
 @group("status")
 async def _status(c: ClientConnection, p: m.Status, r: Request) -> Result:
-    return c.daemon.status(c.caller), []
+    access = c.access.as_json() | c.daemon.policy.as_json()
+    return {**c.daemon.status(c.caller), "access": access}, []
 
 
 @group("kernel.list")

@@ -62,4 +62,4 @@ async def _session_finish(c: ClientConnection, p: m.SessionFinish, r: Request) -
 
 @group("uapi.attach")
 async def _uapi_attach(c: ClientConnection, p: m.UapiAttach, r: Request) -> Result:
-    return {}, [c.daemon.uapi.attach(c.caller.uid)]
+    return {}, [c.daemon.uapi.attach(c.caller.uid, admin=c.access.admin)]

@@ -41,7 +41,16 @@ async def _check(c: ClientConnection, p: m.Check, r: Request) -> Result:
 @group("prepare")
 async def _prepare(c: ClientConnection, p: m.Prepare, r: Request) -> Result:
     host = c.daemon.host
-    host.prepare()
+    loaded = host.kernel.loaded
+    # Prepared or frozen by hand, the machine is mid-update until cancel or kexec: a crash
+    # meanwhile loses these sessions, and the run record says so.
+    c.daemon.record_phase("prepare", None, (loaded or host.kernel).release)
+    try:
+        host.prepare()
+    except BaseException:
+        if host.kernel.state == "normal":  # refused or rolled back: nothing in flight
+            c.daemon.record_phase(None, None, None)
+        raise
     luo = host.kernel.liveupdate()
     c.daemon.bus.publish("prepared", target=luo.target.release if luo.target else None)
     return {
@@ -54,7 +63,14 @@ async def _prepare(c: ClientConnection, p: m.Prepare, r: Request) -> Result:
 @group("freeze")
 async def _freeze(c: ClientConnection, p: m.Freeze, r: Request) -> Result:
     c.daemon.uapi.live.sync()  # luod-run's live memfds: the bytes written last
-    c.daemon.host.kernel.freeze()
+    luo = c.daemon.host.kernel.liveupdate()
+    c.daemon.record_phase("freeze", None, luo.target.release if luo.target else None)
+    try:
+        c.daemon.host.kernel.freeze()
+    except BaseException:
+        if c.daemon.host.kernel.state == "normal":  # the failed freeze cancelled it all
+            c.daemon.record_phase(None, None, None)
+        raise
     c.daemon.bus.publish("frozen")
     return {"state": c.daemon.host.kernel.state}, []
 
@@ -62,6 +78,7 @@ async def _freeze(c: ClientConnection, p: m.Freeze, r: Request) -> Result:
 @group("cancel")
 async def _cancel(c: ClientConnection, p: m.Cancel, r: Request) -> Result:
     c.daemon.host.kernel.cancel()
+    c.daemon.record_phase(None, None, None)
     c.daemon.bus.publish("cancelled", reason="requested")
     return {"state": c.daemon.host.kernel.state}, []
 
@@ -92,5 +109,6 @@ async def _boot_cold(c: ClientConnection, p: m.BootCold, r: Request) -> Result:
     image = daemon.host.image(p.target) if p.target else None
     daemon.userspace_dies(keep=c)
     kernel = daemon.host.boot_cold(image)
+    daemon.record_phase(None, None, None)
     daemon.bus.publish("boot.cold", release=kernel.release)
     return {"release": kernel.release, "state": kernel.state}, []

@@ -31,8 +31,9 @@ _ANCILLARY = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(UCRED.size)
 
 
 class Gateway:
-    def __init__(self, uid: int) -> None:
+    def __init__(self, uid: int, admin: bool) -> None:
         self.uid = uid
+        self.admin = admin  # may reboot (kexec) the machine: luod's admin rule
         self._pidfds: dict[int, int] = {}
 
     def announce(self, pid: int) -> None:

@@ -95,10 +95,10 @@ class UapiEndpoint:
 
     # -- channels ---------------------------------------------------------------------------
 
-    def attach(self, uid: int) -> int:
-        """A new gateway for a luod-run invocation by `uid`: the program's end (an open fd
-        the caller sends and closes)."""
-        gateway = Gateway(uid)
+    def attach(self, uid: int, *, admin: bool) -> int:
+        """A new gateway for a luod-run invocation by `uid` (`admin`: may reboot): the
+        program's end (an open fd the caller sends and closes)."""
+        gateway = Gateway(uid, admin)
         self.gateways.append(gateway)
         return self._open(Channel.pair("gateway", gateway)).detach()
 
@@ -247,8 +247,8 @@ class UapiEndpoint:
         return self._open((channel, theirs))
 
     async def _reboot(self, gateway: Gateway, pid: int) -> None:
-        # The kernel wants CAP_SYS_BOOT; luod's rule for updates is root or its own uid.
-        if gateway.uid not in (0, os.getuid()):
+        # The kernel wants CAP_SYS_BOOT; luod's rule for updates is its admins' (access.py).
+        if not gateway.admin:
             raise KernelError(f"uid {gateway.uid} may not reboot the machine", errno=errno.EPERM)
         kernel = self.host.kernel
         self._rebooting = pid

@@ -200,7 +200,7 @@ class Luo(UpdatePhases, IncomingSide):
                 self.flbs.put(compatible)
             file.put()
             raise
-        session.files.append(f)
+        session.add(f)
         self._preserved[key] = f
         return f
 
@@ -220,7 +220,9 @@ class Luo(UpdatePhases, IncomingSide):
     def _unpreserve(self, f: OutgoingFile) -> None:
         self._hit_file("handler.unpreserve", f)
         f.handler.unpreserve(f)
-        f.session.files.remove(f)
+        session = f.session
+        assert isinstance(session, OutgoingSession)  # the view handlers see of it
+        session.remove(f)
         del self._preserved[(f.handler.file_type, f.handler.get_id(f.file))]
         for compatible in reversed(self.flbs.links[f.handler.file_type]):
             self.flbs.put(compatible)

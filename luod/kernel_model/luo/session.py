@@ -32,21 +32,41 @@ def check_session_name(name: str | bytes) -> bytes:
 
 @attrs.define(eq=False)
 class OutgoingSession:
+    """`files` in preservation order, read-only for everyone else: `add` and `remove`
+    keep the token index (`_by_token`) in step with it, so looking a token up costs the
+    same with ten thousand files as with one."""
+
     name: str
     files: list[OutgoingFile] = attrs.field(factory=list)
     closed: bool = False
+    _by_token: dict[int, OutgoingFile] = attrs.field(factory=dict, init=False, repr=False)
+
+    def add(self, f: OutgoingFile) -> None:
+        """Append a newly preserved file (its token is not in the session yet)."""
+        assert f.token not in self._by_token
+        self.files.append(f)
+        self._by_token[f.token] = f
+
+    def remove(self, f: OutgoingFile) -> None:
+        """Drop an unpreserved file; the newest (the usual case: close, unpreserve of the
+        last) costs no scan."""
+        if self.files and self.files[-1] is f:
+            self.files.pop()
+        else:
+            self.files.remove(f)
+        del self._by_token[f.token]
 
     def by_token(self, token: int) -> OutgoingFile:
-        for f in self.files:
-            if f.token == token:
-                return f
-        raise NoSuchToken(
-            f"session {self.name!r} has no file with token {token:#x}",
-            obj=f"{self.name}/{token:#x}",
-        )
+        f = self._by_token.get(token)
+        if f is None:
+            raise NoSuchToken(
+                f"session {self.name!r} has no file with token {token:#x}",
+                obj=f"{self.name}/{token:#x}",
+            )
+        return f
 
     def has_token(self, token: int) -> bool:
-        return any(f.token == token for f in self.files)
+        return token in self._by_token
 
 
 @attrs.define(eq=False)
