@@ -53,14 +53,28 @@ class PreservedSet:
     ) -> None:
         if not self.forbidden:
             return
-        starts, ends = first_blocks << order, end_blocks << order
-        i = self.forbidden.meets_sorted(starts, ends)
+        if order:
+            first_blocks, end_blocks = first_blocks << order, end_blocks << order
+        i = self.forbidden.meets_sorted(first_blocks, end_blocks)
         if i is not None:
-            clash = self.forbidden & Extents.of(int(starts[i]), int(ends[i]))
-            bad = int(clash.starts[0])
-            raise FrameInScratch(
-                f"frame {bad:#x} lies in a KHO scratch region", obj=f"pfn {bad:#x}"
-            )
+            self._in_scratch(int(first_blocks[i]), int(end_blocks[i]))
+
+    def _refuse_forbidden_folios(self, pfns: Int64Array, size: int) -> None:
+        """`_refuse_forbidden` for sorted, disjoint folios of `size` frames, without
+        building their end array: a folio meets [s, e) iff its pfn is in (s - size, e)."""
+        f = self.forbidden
+        if not f:
+            return
+        lo = np.searchsorted(pfns, f.starts - size + 1, side="left")
+        hi = np.searchsorted(pfns, f.ends, side="left")
+        if (hi > lo).any():
+            i = int(lo[hi > lo].min())
+            self._in_scratch(int(pfns[i]), int(pfns[i]) + size)
+
+    def _in_scratch(self, start: int, end: int) -> None:
+        clash = self.forbidden & Extents.of(start, end)
+        bad = int(clash.starts[0])
+        raise FrameInScratch(f"frame {bad:#x} lies in a KHO scratch region", obj=f"pfn {bad:#x}")
 
     # -- validation -----------------------------------------------------------------------
 
@@ -77,7 +91,7 @@ class PreservedSet:
         if p.size == 0:
             return p, p, p
         step = np.diff(p)
-        if not (step > 0).all():  # not strictly increasing: sort, then look for repeats
+        if step.size and int(step.min()) <= 0:  # not strictly increasing: sort, find repeats
             p = np.sort(p, kind="stable")  # timsort: linear on a few sorted runs
             step = np.diff(p)
             dup = np.flatnonzero(step == 0)
@@ -185,8 +199,11 @@ class PreservedSet:
         p, first, last = self._folio_runs(pfns, order)
         if not p.size:
             return
-        self._refuse_forbidden(first, last + (1 << order), 0)
         bitmap = self.orders[order]
+        if first is p:  # every folio stands for itself
+            self._refuse_forbidden_folios(p, 1 << order)
+        else:
+            self._refuse_forbidden(first, last + (1 << order), 0)
         if first.size <= self.RANGE_PATH_MAX_RUNS:
             spans = list(
                 zip((first >> order).tolist(), ((last >> order) + 1).tolist(), strict=True)
@@ -198,7 +215,7 @@ class PreservedSet:
             for b0, b1 in spans:
                 bitmap.assign_range(b0, b1, True)
             return
-        blocks = p >> order
+        blocks = p >> order if order else p
         hit = self._overlap(order, blocks)
         if hit is not None:
             raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
