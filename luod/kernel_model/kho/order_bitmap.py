@@ -138,17 +138,16 @@ class OrderBitmap:
             # comparison, since numpy's nonzero is several times faster on bools.
             edges = np.flatnonzero(padded[1:] != padded[:-1])
             edges += cid << CHUNK_SHIFT
-            firsts.append(edges[0::2])
-            ends.append(edges[1::2])
+            first, end = edges[0::2], edges[1::2]
+            if ends and ends[-1].size and first.size and ends[-1][-1] == first[0]:
+                # a run cut by the chunk boundary: join its two halves
+                ends[-1], first = ends[-1][:-1], first[1:]
+            firsts.append(first)
+            ends.append(end)
         if not firsts:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
-        first, end = np.concatenate(firsts), np.concatenate(ends)
-        seam = np.flatnonzero(end[:-1] == first[1:])  # a run cut by a chunk boundary
-        if seam.size:
-            first = np.delete(first, seam + 1)
-            end = np.delete(end, seam)
-        return first, end
+        return np.concatenate(firsts), np.concatenate(ends)
 
     def load(self, first_blocks: Int64Array, bits: BoolArray) -> None:
         """Set blocks from bitmaps: row i of `bits` covers blocks first_blocks[i] + j.
