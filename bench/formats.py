@@ -29,6 +29,7 @@ import gc
 import time
 
 import attrs
+from _summary import record  # bench/_summary.py, beside this file
 
 from luod.hw.machine import Machine
 from luod.kernel_model.images import KernelImage, resolve
@@ -163,6 +164,8 @@ def main() -> None:
             f"prepare {sparse.prepare / dense.prepare:.3f}, "
             f"resident {sparse.resident / dense.resident:.2e}"
         )
+        record("formats", f"{label}: sparse / dense usable", usable)
+        record("formats", f"{label}: sparse / dense blackout", sparse.blackout / dense.blackout)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from _summary import record  # bench/_summary.py, beside this file
 
 from luod.hw.machine import Machine
 from luod.hw.memory import PAGE_SIZE, PhysicalMemory
@@ -147,6 +148,7 @@ def compare_formats(workloads: list[tuple[str, int, int | None, int]]) -> None:
             f"{label:<34} {size['kho-v1'] >> 10:>10} {size['kho-v2'] >> 10:>10} "
             f"{v1:>8.3f} {v2:>8.3f} {v2 / v1:>6.2f}"
         )
+        record("kho", f"{label}: kho-v2 / kho-v1 time", v2 / v1)
 
 
 def main() -> None:
@@ -164,6 +166,8 @@ def main() -> None:
         blocks = np.arange(folios, dtype=np.int64) * stride
         base = min(numpy_baseline(TiB, order, blocks) for _ in range(3))
         print(f"{label:<34} {folios:>10} {seconds:>9.3f} {base:>9.3f} {seconds / base:>6.2f}")
+        target = "<=5" if stride > 1 else None  # issue 14: scattered folios within 5x
+        record("kho", f"{label} / numpy", seconds / base, target)
 
     compare_formats(workloads[:2])
 
@@ -173,6 +177,7 @@ def main() -> None:
     print(f"{'16 GiB':<10} {small * 1000:>8.2f} ms")
     print(f"{'1 TiB':<10} {large * 1000:>8.2f} ms")
     print(f"{'ratio':<10} {large / small:>8.2f}")
+    record("kho", "empty kexec 1 TiB / 16 GiB", large / small)
 
 
 if __name__ == "__main__":

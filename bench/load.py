@@ -39,6 +39,7 @@ from typing import Any
 
 import attrs
 import trio
+from _summary import record  # bench/_summary.py, beside this file
 
 from luod.ipc.async_client import TrioClient, open_client
 from luod.ipc.errors import ConnectionLost, RemoteError
@@ -401,6 +402,9 @@ def parent(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
         else:
             report(doc)
+            record("load", "throughput", doc["ops_per_s"], unit=" ops/s")
+            record("load", "update blackout p50", doc["update_blackout_ms_p50"], unit=" ms")
+            record("load", "failures + lost", len(doc["failures"]) + len(doc["lost"]), "<=0", "")
         return 1 if doc["failures"] or doc["lost"] else 0
     finally:
         if proc is not None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import kho  # bench/kho.py, beside this file
+from _summary import record
 
 from luod.hw.machine import Machine
 from luod.kernel_model.images import resolve
@@ -121,6 +122,7 @@ def main() -> None:
         base = min(kho.preserve_and_kexec(TiB, order, folios, image=DENSE)[0] for _ in range(3))
         row = "".join(f"{best[c] * 1000:>10.1f}" for c in cols)
         print(f"{label:<34}{row}{base * 1000:>9.1f}{best['blackout'] / base:>7.2f}")
+        record("luo", f"{label}: blackout / KHO", best["blackout"] / base)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _summary import record  # bench/_summary.py, beside this file
+
 from luod.ipc.client import Client
 from luod_run.build import compiler, interposer
 
@@ -91,6 +93,8 @@ def main() -> None:
         heads = ("luod-run ioctl", "bare ioctl", "ratio", "Python client", "ratio")
         print(" ".join(f"{h:>{w}}" for h, w in zip(heads, (16, 11, 6, 14, 6), strict=True)))
         print(f"{luo:16.0f} {bare:11.0f} {luo / bare:6.0f} {client:14.0f} {luo / client:6.2f}")
+        record("run", "luod-run ioctl / bare ioctl", luo / bare)
+        record("run", "luod-run ioctl / Python client", luo / client)
         release = json.loads(
             subprocess.run([*luoctl, "status"], check=True, capture_output=True, text=True).stdout
         )["kernel"]["release"]

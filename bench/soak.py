@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from _summary import record  # bench/_summary.py, beside this file
 
 from luod.ipc.client import Client
 from luod.ipc.errors import RemoteError
@@ -292,6 +293,9 @@ def main() -> int:
             + (f" ({growth:+.1%} since cycle {WARM_CYCLE})" if growth is not None else "")
         )
         print(f"result: {failure or 'ok'}")
+        record("soak", "blackout p50", doc["blackout_ms"]["p50"], unit=" ms")
+        if growth is not None:
+            record("soak", "RSS growth since cycle 10", growth, f"<={GROWTH_BOUND}", "")
     return 1 if failure else 0
 
 

@@ -1,14 +1,23 @@
-"""The devices' clock: emulated device time follows real time.
+"""The devices' clock: emulated device time follows real time, lazily inside a blackout.
 
 Devices run on their own clock (hw): they write only when the machine is advanced. The
 daemon advances it by the real time elapsed, from a background task every few
-milliseconds and explicitly between the steps of an update (after freeze, after the kexec,
-after restore), so DMA really lands during the blackout, in proportion to its length.
+milliseconds and whenever a request looks at the devices, so DMA really lands in
+proportion to the time that passed.
+
+Inside an update's blackout the emulation must not burn the daemon's CPU: real DMA engines
+run beside the CPU, not on it. So the orchestrator `defer`s the clock at freeze: ticks
+then cost nothing and the devices' time simply accrues. It is applied in one step (a step
+is exact however time is split: see luod.hw.dma) at the one point inside the blackout
+where what the devices write could change, just before userspace dies and the next kernel
+releases memory (`catch_up`), and once more when the blackout is over (`resume`), up to the
+instant it ended, so `dma_writes_during_blackout` counts exactly the records due in it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -18,15 +27,39 @@ TICK_SECONDS = 0.005
 
 
 class DeviceClock:
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, now_ns: Callable[[], int] = time.perf_counter_ns) -> None:
         self.machine = machine
-        self._last = time.perf_counter_ns()
+        self._now_ns = now_ns
+        self._last = now_ns()
+        self.deferred = False
+
+    def now_ns(self) -> int:
+        return self._now_ns()
+
+    def _advance_to(self, now: int) -> None:
+        elapsed = now - self._last
+        if elapsed > 0:
+            self._last = now
+            self.machine.advance(elapsed)
 
     def tick(self) -> None:
-        now = time.perf_counter_ns()
-        elapsed, self._last = now - self._last, now
-        if elapsed > 0:
-            self.machine.advance(elapsed)
+        """Bring the devices up to now; while deferred, a no-op (the time accrues)."""
+        if not self.deferred:
+            self._advance_to(self._now_ns())
+
+    def defer(self) -> None:
+        """Bring the devices up to now, then let their time accrue until `resume`."""
+        self._advance_to(self._now_ns())
+        self.deferred = True
+
+    def catch_up(self) -> None:
+        """Apply the accrued time now (a point where device state or memory changes)."""
+        self._advance_to(self._now_ns())
+
+    def resume(self, until_ns: int | None = None) -> None:
+        """Apply the accrued time up to `until_ns` (default now); ticks advance again."""
+        self._advance_to(self._now_ns() if until_ns is None else until_ns)
+        self.deferred = False
 
     def writes(self) -> dict[str, int]:
         return {d.bdf: d.dma.writes for d in self.machine.pci}

@@ -83,3 +83,25 @@ def device_list(kernel: Kernel, *, sessions_readable: bool = True) -> dict[str, 
         for dev in kernel.machine.pci
     ]
     return {"devices": devices, "hugetlb": kernel.hugetlb.status()}
+
+
+def carried_through_kexec(kernel: Kernel) -> bool:
+    """Whether a kexec now changes nothing that any running DMA engine does, so the
+    devices' time may accrue across it (luod.daemon.clock): every device whose engine runs
+    is held by a vfio file preserved in an outgoing session. Its iommufd, and every memfd
+    that iommufd maps, are then preserved too (their handlers refuse otherwise), so the
+    device stays attached when userspace dies and every frame its DMA walks or writes
+    survives the next kernel's release: writing before or after the kexec is the same."""
+    running = {d.bdf for d in kernel.machine.pci if d.dma.running}
+    if not running:
+        return True
+    luo = kernel.luo
+    if luo is None:
+        return False
+    held = {
+        f.file.bdf
+        for session in luo.outgoing.values()
+        for f in session.files
+        if isinstance(f.file, VfioDeviceFile)
+    }
+    return running <= held

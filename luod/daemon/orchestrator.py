@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 import trio
 
-from luod.daemon import compat, heap
+from luod.daemon import compat, devices, heap
 from luod.daemon.clock import DeviceClock
 from luod.daemon.damage import boot_damage
 from luod.daemon.errors import DaemonError, error_json, incompatible
@@ -220,7 +220,7 @@ class Orchestrator:
             self._hit("update.prepare-barrier", image.release)
             await self.roster.wait_for_all(update_id, "prepare", deadline)
             phase_done("prepare", t)
-            self.clock.tick()
+            self.clock.defer()  # no device emulation inside the blackout (luod.daemon.clock)
             self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
@@ -229,9 +229,9 @@ class Orchestrator:
             await self.roster.wait_for_all(update_id, "freeze", deadline)
             self.before_freeze()
             host.kernel.freeze()
-            self.clock.tick()  # the devices' time goes on through every step
             phase_done("freeze", t)
         except BaseException as exc:
+            self.clock.resume()
             self.cancelled(update_id, image.release, exc)
             raise
         return await self._kexec(update_id, phases, start_release, freeze_at, image, deadline)
@@ -311,6 +311,7 @@ class Orchestrator:
             self.mark("kexec", update_id, image.release)
             self._hit("update.kexec-start", image.release)
         except BaseException as exc:
+            self.clock.resume()
             self.cancelled(update_id, image.release, exc)
             raise
         # The point of no return: from here on, failures are reported, not rolled back.
@@ -320,20 +321,35 @@ class Orchestrator:
         # queued before the drop, which flushes it
         self.roster.tell("kexec", update_id=update_id, target=image.release)
         resuming = {p.name: p.uid for p in self.participants.values()}
-        self._on_kexec(self._requester)  # userspace dies: participants, fd holders
-        await trio.lowlevel.checkpoint()
+        if not self.clock.deferred:  # the manual path: the blackout starts with this call
+            self.clock.defer()
         if not self._dma_at_freeze:
-            self.clock.tick()
             self._dma_at_freeze = self.clock.writes()
-        t = time.perf_counter()
-        new: Kernel = host.kernel.kexec()
-        self.clock.tick()
-        phases["kexec"] = round((time.perf_counter() - t) * 1000, 3)
-        t = time.perf_counter()
-        host.adopt(new)
-        self.clock.tick()
-        phases["restore"] = round((time.perf_counter() - t) * 1000, 3)
-        dma = self.clock.writes_since(self._dma_at_freeze)
+        # Unless the kexec changes nothing the running engines do, what they wrote until
+        # now lands before userspace dies (which may unbind a device) and the next kernel
+        # releases memory (which may take their tables or targets).
+        if not devices.carried_through_kexec(host.kernel):
+            self.clock.catch_up()
+        ended_ns: int | None = None  # the blackout's end on the devices' clock
+        try:
+            self._on_kexec(self._requester)  # userspace dies: participants, fd holders
+            await trio.lowlevel.checkpoint()
+            t = time.perf_counter()
+            new: Kernel = host.kernel.kexec()
+            phases["kexec"] = round((time.perf_counter() - t) * 1000, 3)
+            t = time.perf_counter()
+            host.adopt(new)
+            ended = time.perf_counter()
+            ended_ns = self.clock.now_ns()
+            phases["restore"] = round((ended - t) * 1000, 3)
+        finally:
+            self.clock.resume(ended_ns)
+        after = self.clock.writes()
+        dma = {
+            bdf: after[bdf] - self._dma_at_freeze.get(bdf, after[bdf])
+            for bdf in after
+            if host.machine.pci[bdf].dma.window is not None
+        }
         self._dma_at_freeze = {}
         resumers = [Participant(n, uid, [], None, state="resuming") for n, uid in resuming.items()]
         return self.booted(

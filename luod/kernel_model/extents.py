@@ -24,12 +24,14 @@ def _as_int64(values: npt.ArrayLike) -> Int64Array:
 
 
 class Extents:
-    __slots__ = ("ends", "starts")
+    __slots__ = ("_total", "ends", "starts")
 
     def __init__(self, starts: Int64Array, ends: Int64Array) -> None:
-        """Takes arrays that are already normalised; use `from_ranges` otherwise."""
+        """Takes arrays that are already normalised; use `from_ranges` otherwise. The
+        arrays are the set's own from then on: a set is a value and never changes."""
         self.starts = starts
         self.ends = ends
+        self._total: int | None = None
 
     # -- construction -------------------------------------------------------------------
 
@@ -102,8 +104,10 @@ class Extents:
         return f"Extents({shown}{more})"
 
     def total(self) -> int:
-        """Number of frames in the set."""
-        return int((self.ends - self.starts).sum())
+        """Number of frames in the set (counted once: millions of ranges cost a pass)."""
+        if self._total is None:
+            self._total = int(self.ends.sum() - self.starts.sum())
+        return self._total
 
     def contains(self, pfns: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Per pfn: is it inside the set?"""
@@ -122,6 +126,21 @@ class Extents:
         hit = k >= 0
         hit[hit] = self.ends[k[hit]] > s[hit]
         return hit
+
+    def meets_sorted(self, starts: Int64Array, ends: Int64Array) -> int | None:
+        """The index of the first range [starts[i], ends[i]) sharing a frame with the
+        set, or None; the ranges must be sorted and disjoint. Costs O(len(self) log n): one
+        binary search per range of the set, so checking millions of ranges against a few
+        (scratch, say) reads none of them."""
+        if not self or not starts.size:
+            return None
+        # For each set range, the first query range ending after its start overlaps it
+        # iff that query range starts before the set range ends.
+        k = np.searchsorted(ends, self.starts, side="right")
+        inside = k < starts.size
+        hit = np.zeros(k.size, dtype=np.bool_)
+        hit[inside] = starts[k[inside]] < self.ends[inside]
+        return int(k[hit].min()) if hit.any() else None
 
     def covers(self, start: int, end: int) -> bool:
         """Is every frame of [start, end) in the set?"""
@@ -226,15 +245,34 @@ def _sweep(a: Extents, b: Extents, op: Literal["or", "and", "sub"]) -> Extents:
 
 
 def _subtract_from_small(small: Extents, big: Extents) -> Extents:
-    """Each range of `small` minus the pieces of `big` inside it."""
-    inside = _clip(big, small.starts, small.ends)
-    lo = np.concatenate((small.starts, inside.ends))
-    hi = np.concatenate((small.ends, inside.starts))
-    # gaps: the small ranges' own bounds interleaved with the pieces' bounds
-    bounds_lo = np.sort(lo)
-    bounds_hi = np.sort(hi)
-    keep = bounds_hi > bounds_lo
-    return Extents(bounds_lo[keep], bounds_hi[keep])
+    """Each range of `small` minus the pieces of `big` inside it: the gaps between those
+    pieces, which come out sorted (no sort, so linear in the pieces: a few free ranges
+    minus millions of preserved ones costs a few passes over them)."""
+    first = np.searchsorted(big.ends, small.starts, side="right")
+    last = np.searchsorted(big.starts, small.ends, side="left")
+    los: list[Int64Array] = []
+    his: list[Int64Array] = []
+    for i0, i1, w0, w1 in zip(
+        first.tolist(), last.tolist(), small.starts.tolist(), small.ends.tolist(), strict=True
+    ):
+        n = max(i1 - i0, 0)
+        lo = np.empty(n + 1, dtype=np.int64)
+        hi = np.empty(n + 1, dtype=np.int64)
+        lo[0], hi[n] = w0, w1
+        if n:
+            lo[1:] = big.ends[i0:i1]
+            hi[:n] = big.starts[i0:i1]
+            # only the first and last piece can stick out of the window
+            hi[0] = max(int(hi[0]), w0)
+            lo[n] = min(int(lo[n]), w1)
+        los.append(lo)
+        his.append(hi)
+    lo_all = np.concatenate(los)
+    hi_all = np.concatenate(his)
+    keep = hi_all > lo_all
+    if keep.all():
+        return Extents(lo_all, hi_all)
+    return Extents(lo_all[keep], hi_all[keep])
 
 
 def _combine(a: Extents, b: Extents, op: Literal["or", "and", "sub"]) -> Extents:

@@ -147,9 +147,22 @@ class _FreeList:
         """First-fit runs (first pfn, number of blocks) for `count` aligned blocks."""
         if self._pending:
             self._settle()
+        # A small request is served from the first free ranges: look at a prefix first,
+        # so a list of millions of ranges (after reserving scattered folios) costs little.
+        prefix = self.PLAN_PREFIX if count <= self.PLAN_PREFIX else self._starts.size
+        for limit in (prefix, self._starts.size):
+            runs = self._plan_in(order, count, limit)
+            if runs is not None or limit >= self._starts.size:
+                return runs
+        return None
+
+    PLAN_PREFIX = 1024
+
+    def _plan_in(self, order: int, count: int, limit: int) -> list[tuple[int, int]] | None:
+        """`plan_aligned` within the first `limit` free ranges."""
         size = 1 << order
-        first = (self._starts + size - 1) & ~(size - 1)
-        fit = np.maximum(self._ends - first, 0) >> order
+        first = (self._starts[:limit] + size - 1) & ~(size - 1)
+        fit = np.maximum(self._ends[:limit] - first, 0) >> order
         have = np.cumsum(fit)
         if not have.size or int(have[-1]) < count:
             return None
@@ -211,11 +224,12 @@ class _FreeList:
 
     def take_extents(self, ext: Extents) -> None:
         mine = self.extents()
-        missing = ext - mine
-        if missing:
-            raise KernelError(f"frames {missing!r} are not free")
         rest = mine - ext
-        self._starts, self._ends = rest.starts.copy(), rest.ends.copy()
+        # ext lies inside mine iff taking it removes all of its frames: one sum, not a
+        # second pass of set algebra over what may be millions of ranges.
+        if rest.total() != mine.total() - ext.total():
+            raise KernelError(f"frames {ext - mine!r} are not free")
+        self._starts, self._ends = rest.starts, rest.ends
 
 
 class FrameAllocator:

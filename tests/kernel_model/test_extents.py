@@ -56,6 +56,19 @@ def test_overlaps_and_covers(a: list[tuple[int, int]], qs: list[tuple[int, int]]
         assert e.covers(s, s + n) == set(range(s, s + n)).issubset(fa)
 
 
+@given(ranges, ranges)
+def test_meets_sorted_finds_the_first_overlapping_range(
+    a: list[tuple[int, int]], q: list[tuple[int, int]]
+) -> None:
+    e, fa = build(a), frames(a)
+    queries = build(q)  # sorted and disjoint, as meets_sorted requires
+    first = next(
+        (i for i, (s, t) in enumerate(queries) if fa & set(range(s, t))),
+        None,
+    )
+    assert e.meets_sorted(queries.starts, queries.ends) == first
+
+
 big_ranges = st.lists(
     st.tuples(st.integers(0, 3000), st.integers(0, 12)), min_size=60, max_size=160
 )

@@ -46,6 +46,12 @@ def test_scratch_frames_refused(kernel: Kernel) -> None:
     assert info.value.errno_name == "EINVAL"
     with pytest.raises(FrameInScratch):
         kernel.kho_out.preserve_pages(lowmem.start - 2, 4)  # straddles into scratch
+    # scattered folios (the block path), only the last of 300 in scratch: named exactly
+    normal = kernel.mm.alloc_folios(0, 600)[::2]
+    before = kernel.kho_out.preserved.folio_count()
+    with pytest.raises(FrameInScratch, match=f"{lowmem.start + 8:#x}"):
+        kernel.kho_out.preserve_folios([lowmem.start + 8, *normal[:299].tolist()], 0)
+    assert kernel.kho_out.preserved.folio_count() == before
 
 
 def test_double_preservation_refused_at_any_order(kernel: Kernel) -> None:

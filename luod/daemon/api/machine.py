@@ -41,6 +41,7 @@ async def _kernel_matrix(c: ClientConnection, p: m.KernelMatrix, r: Request) -> 
 async def _device_set(c: ClientConnection, p: m.DeviceSet, r: Request) -> Result:
     host = c.daemon.host
     device = devices.device(host.machine, p.bdf)
+    c.daemon.clock.catch_up()  # the time so far ran in the old power state
     if p.irq is not None:
         device.interrupts_enabled = p.irq
     if p.power is not None:
@@ -52,7 +53,7 @@ async def _device_set(c: ClientConnection, p: m.DeviceSet, r: Request) -> Result
 async def _device_dma(c: ClientConnection, p: m.DeviceDma, r: Request) -> Result:
     host = c.daemon.host
     device = devices.device(host.machine, p.bdf)
-    c.daemon.clock.tick()
+    c.daemon.clock.catch_up()  # the time so far ran with the old window
     if p.length:
         device.dma.start(p.iova, p.length, p.seed, p.rate)
     else:

@@ -127,25 +127,27 @@ class OrderBitmap:
         """Runs of set blocks (first, end) in block units, minus blocks set in `exclude`."""
         firsts: list[Int64Array] = []
         ends: list[Int64Array] = []
-        edge = np.zeros(1, dtype=np.int8)
+        padded = np.zeros(CHUNK_BLOCKS + 2, dtype=np.bool_)  # a clear block on either side
         for cid, chunk in self.chunks():
-            bits = chunk
             other = None if exclude is None else exclude._chunks.get(cid)
-            if other is not None:
-                bits = chunk & ~other
-            step = np.diff(np.concatenate((edge, bits.view(np.int8), edge)))
-            base = cid << CHUNK_SHIFT
-            firsts.append(base + np.flatnonzero(step == 1).astype(np.int64))
-            ends.append(base + np.flatnonzero(step == -1).astype(np.int64))
+            if other is None:
+                padded[1:-1] = chunk
+            else:
+                np.greater(chunk, other, out=padded[1:-1])  # chunk & ~other
+            # Edges alternate: a run opens, closes, opens... so one scan finds both; a bool
+            # comparison, since numpy's nonzero is several times faster on bools.
+            edges = np.flatnonzero(padded[1:] != padded[:-1])
+            edges += cid << CHUNK_SHIFT
+            first, end = edges[0::2], edges[1::2]
+            if ends and ends[-1].size and first.size and ends[-1][-1] == first[0]:
+                # a run cut by the chunk boundary: join its two halves
+                ends[-1], first = ends[-1][:-1], first[1:]
+            firsts.append(first)
+            ends.append(end)
         if not firsts:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty
-        first, end = np.concatenate(firsts), np.concatenate(ends)
-        seam = np.flatnonzero(end[:-1] == first[1:])  # a run cut by a chunk boundary
-        if seam.size:
-            first = np.delete(first, seam + 1)
-            end = np.delete(end, seam)
-        return first, end
+        return np.concatenate(firsts), np.concatenate(ends)
 
     def load(self, first_blocks: Int64Array, bits: BoolArray) -> None:
         """Set blocks from bitmaps: row i of `bits` covers blocks first_blocks[i] + j.

@@ -53,15 +53,28 @@ class PreservedSet:
     ) -> None:
         if not self.forbidden:
             return
-        starts, ends = first_blocks << order, end_blocks << order
-        hits = self.forbidden.overlaps_ranges(starts, ends)
-        if hits.any():
-            i = int(np.flatnonzero(hits)[0])
-            clash = self.forbidden & Extents.of(int(starts[i]), int(ends[i]))
-            bad = int(clash.starts[0])
-            raise FrameInScratch(
-                f"frame {bad:#x} lies in a KHO scratch region", obj=f"pfn {bad:#x}"
-            )
+        if order:
+            first_blocks, end_blocks = first_blocks << order, end_blocks << order
+        i = self.forbidden.meets_sorted(first_blocks, end_blocks)
+        if i is not None:
+            self._in_scratch(int(first_blocks[i]), int(end_blocks[i]))
+
+    def _refuse_forbidden_folios(self, pfns: Int64Array, size: int) -> None:
+        """`_refuse_forbidden` for sorted, disjoint folios of `size` frames, without
+        building their end array: a folio meets [s, e) iff its pfn is in (s - size, e)."""
+        f = self.forbidden
+        if not f:
+            return
+        lo = np.searchsorted(pfns, f.starts - size + 1, side="left")
+        hi = np.searchsorted(pfns, f.ends, side="left")
+        if (hi > lo).any():
+            i = int(lo[hi > lo].min())
+            self._in_scratch(int(pfns[i]), int(pfns[i]) + size)
+
+    def _in_scratch(self, start: int, end: int) -> None:
+        clash = self.forbidden & Extents.of(start, end)
+        bad = int(clash.starts[0])
+        raise FrameInScratch(f"frame {bad:#x} lies in a KHO scratch region", obj=f"pfn {bad:#x}")
 
     # -- validation -----------------------------------------------------------------------
 
@@ -69,7 +82,8 @@ class PreservedSet:
         self, pfns: npt.ArrayLike, order: int
     ) -> tuple[Int64Array, Int64Array, Int64Array]:
         """Validate folios; returns (sorted pfns, first pfn of each run, last pfn of each run),
-        where a run is a stretch of back-to-back folios."""
+        where a run is a stretch of back-to-back folios. With RANGE_PATH_MAX_RUNS runs or
+        more, every folio stands for itself (the arrays are the sorted pfns)."""
         if not 0 <= order <= MAX_ORDER:
             raise BadAlignment(f"folio order {order} outside 0..{MAX_ORDER}")
         size = 1 << order
@@ -77,7 +91,7 @@ class PreservedSet:
         if p.size == 0:
             return p, p, p
         step = np.diff(p)
-        if not (step > 0).all():  # not strictly increasing: sort, then look for repeats
+        if step.size and int(step.min()) <= 0:  # not strictly increasing: sort, find repeats
             p = np.sort(p, kind="stable")  # timsort: linear on a few sorted runs
             step = np.diff(p)
             dup = np.flatnonzero(step == 0)
@@ -85,6 +99,12 @@ class PreservedSet:
                 raise AlreadyPreserved(f"folio at pfn {int(p[dup[0]]):#x} given twice")
         if int(p[0]) < 0 or int(p[-1]) + size > self.frames:
             raise KernelError(f"folio at pfn {int(p[-1]):#x} is outside RAM")
+        if np.count_nonzero(step != size) >= self.RANGE_PATH_MAX_RUNS:
+            # Scattered: the block path needs no runs, only every folio aligned.
+            if order and (p & (size - 1)).any():
+                bad = int(p[np.flatnonzero(p & (size - 1))[0]])
+                raise BadAlignment(f"pfn {bad:#x} is not aligned to its order {order}")
+            return p, p, p
         breaks = np.flatnonzero(step != size)
         first = p[np.concatenate(([0], breaks + 1))]
         last = p[np.concatenate((breaks, [p.size - 1]))]
@@ -179,8 +199,11 @@ class PreservedSet:
         p, first, last = self._folio_runs(pfns, order)
         if not p.size:
             return
-        self._refuse_forbidden(first, last + (1 << order), 0)
         bitmap = self.orders[order]
+        if first is p:  # every folio stands for itself
+            self._refuse_forbidden_folios(p, 1 << order)
+        else:
+            self._refuse_forbidden(first, last + (1 << order), 0)
         if first.size <= self.RANGE_PATH_MAX_RUNS:
             spans = list(
                 zip((first >> order).tolist(), ((last >> order) + 1).tolist(), strict=True)
@@ -192,7 +215,7 @@ class PreservedSet:
             for b0, b1 in spans:
                 bitmap.assign_range(b0, b1, True)
             return
-        blocks = p >> order
+        blocks = p >> order if order else p
         hit = self._overlap(order, blocks)
         if hit is not None:
             raise AlreadyPreserved(f"frame {hit:#x} is already preserved")
@@ -247,8 +270,10 @@ class PreservedSet:
         for m in self.orders:
             if m.count:
                 first, end = m.runs(None if exclude is None else exclude.orders[m.order])
-                starts.append(first << m.order)
-                ends.append(end << m.order)
+                if m.order:  # order 0: blocks are frames, no copy
+                    first, end = first << m.order, end << m.order
+                starts.append(first)
+                ends.append(end)
         if not starts:
             return Extents.empty()
         if len(starts) == 1:  # one order's merged runs are already in normal form
