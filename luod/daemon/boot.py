@@ -27,6 +27,7 @@ def build_host(
     pci: int = 0,
     store: MachineStore | None = None,
     planned_restart: bool = False,
+    cold_reason: str | None = None,
 ) -> tuple[Host, dict[str, Any] | None]:
     """Create the machine with `ram_bytes` of emulated RAM and cold-boot `kernel` on it.
 
@@ -41,6 +42,7 @@ def build_host(
             is used, and if it left a handover, the kernel boots from it as after a kexec
             (into the release that ran then), and the handover is returned with the host.
         planned_restart: the run record says the previous run stopped to be restarted.
+        cold_reason: why a cold boot is one (the previous run crashed), for `status`.
 
     Raises:
         luod.kernel_model.images.ImageError: `kernel` names no bundled release or readable
@@ -76,7 +78,9 @@ def build_host(
                 image = resolve(str(blob["release"]))
             except ImageError as exc:
                 log.warning("restart_release_unavailable", release=blob["release"], error=str(exc))
-        return Host(ram=ram_bytes, image=image, config=config, machine=machine), blob
+        reason = store.refused or cold_reason if blob is None else None
+        host = Host(ram=ram_bytes, image=image, config=config, machine=machine, cold_reason=reason)
+        return host, blob
     except BaseException:
         memory.close()
         raise

@@ -56,15 +56,20 @@ class Host:
         pci: int = 0,
         faults: FaultInjector | None = None,
         machine: Machine | None = None,
+        cold_reason: str | None = None,
     ) -> None:
         """`machine`: the one to run on (default: a new one with `pci` devices). If its
         handover register is set (a luod restart), the kernel boots from it like the next
-        kernel after a kexec; otherwise cold."""
+        kernel after a kexec; otherwise cold (`cold_reason`: why, for `status`)."""
         self.config = config
         self.faults = faults or FaultInjector()
         self.machine = machine or Machine.create(ram, pci_devices=pci_bdfs(pci))
-        boot = Kernel.cold_boot if self.machine.handover.peek() is None else Kernel.boot
-        self.kernel = boot(self.machine, image, config, faults=self.faults)
+        if self.machine.handover.peek() is None:
+            self.kernel = Kernel.cold_boot(
+                self.machine, image, config, reason=cold_reason, faults=self.faults
+            )
+        else:
+            self.kernel = Kernel.boot(self.machine, image, config, faults=self.faults)
         self.owners = Owners()
         self.objects = ObjectTable()
         self.device_error: str | None = None

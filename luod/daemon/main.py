@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 pci=args.pci,
                 store=store,
                 planned_restart=records.planned_restart() is not None,
+                cold_reason=records.unclean_reason(),
             )
         except Exception as exc:
             log.exception(

@@ -206,6 +206,16 @@ class RunRecords:
                 )
         self._write(self._record(clean=False))
 
+    def unclean_reason(self) -> str | None:
+        """Why this start is a cold boot after an unclean end (None if it ended cleanly)."""
+        if not self.previous_unclean:
+            return None
+        if self.previous is not None and self.previous.get("in_flight"):
+            return str(crash_report(self.previous)["boot"]["reason"])
+        if self.moved_aside and self.previous is None:
+            return "the previous run's record was unreadable (moved aside)"
+        return "the previous luod did not stop cleanly: the machine rebooted cold"
+
     def planned_restart(self) -> dict[str, Any] | None:
         """The previous run's restart note, if it stopped cleanly to be restarted."""
         if self.previous is None or self.previous_unclean:

@@ -242,6 +242,7 @@ def lost_in_crash(luod: LuodProcess, state: Path, phase: str) -> dict[str, objec
         assert lost_files == {(n, t) for n, files in CONTENT.items() for t in files}
         assert sorted(d["session"] for d in report["damage"]) == sorted(CONTENT)
         assert phase in report["boot"]["reason"]
+        assert status["kernel"]["boot"]["reason"] == report["boot"]["reason"]
         return report  # type: ignore[no-any-return]
     finally:
         again.stop()
@@ -327,6 +328,7 @@ def test_an_unusable_handover_means_a_cold_boot_that_says_why(workdir: Path, sta
         assert isinstance(status, dict)
         assert status["kernel"]["boot"]["kind"] == "cold" and status["sessions"] == []
         assert "unusable" in status["daemon"]["handover_refused"]
+        assert status["kernel"]["boot"]["reason"] == status["daemon"]["handover_refused"]
         [moved] = status["daemon"]["state_moved_aside"]
         assert Path(moved["moved_to"]).name.startswith("handover.cbor.corrupt-")
     finally:
