@@ -1,4 +1,4 @@
-"""The update choreography: the phases of an update, its record, and the resume after it.
+"""The update choreography: the phases of an update, its record, and what comes after it.
 
 Participants (`luod.daemon.participants`) get `prepare` and then `freeze` events and must
 acknowledge each; a NAK, a missed deadline or a disconnect cancels the whole update: the
@@ -8,7 +8,7 @@ participant and the cause.
 `update` runs the phases `load`, `check`, `prepare`, `freeze`, `kexec`, `restore` and times
 each. The blackout runs from the start of freeze until the next kernel serves retrieval (its
 LUO device is open). After the kexec, participants reconnect, retrieve and report
-`participant.resumed`; when the last one has, the full blackout is added to the record.
+`participant.resumed`; `luod.daemon.resume` completes the record as they come back.
 A kexec ends userspace: connections that are participants or hold emulated files are
 dropped; control-only connections stay and receive the result.
 
@@ -42,6 +42,7 @@ from luod.daemon.errors import DaemonError, error_json, incompatible
 from luod.daemon.events import EventBus
 from luod.daemon.host import Host
 from luod.daemon.participants import Member, Participant, Roster
+from luod.daemon.resume import ResumeWatch
 from luod.kernel_model.images import KernelImage
 from luod.kernel_model.kernel import Kernel
 from luod.kernel_model.luo.incoming import Damage
@@ -77,14 +78,11 @@ class Orchestrator:
         self.mark = on_phase  # (phase, update_id, target): the run record; None: settled
         self.before_freeze: Callable[[], None] = lambda: None  # luod-run's live memfds
         self._status = status_hook
-        self._pending_resume: set[str] = set()
-        self._kexec_at: float | None = None
-        self._freeze_at: float | None = None
+        self.resume = ResumeWatch(bus, on_update_record)
         self._requester: object = None
         self._dma_at_freeze: dict[str, int] = {}
         self.last_cancel: dict[str, Any] | None = None
         self.nursery: trio.Nursery | None = None  # the daemon's: runs the resume watch
-        self._resume_by: float | None = None  # trio time by which participants resume
         self._boot_damage: list[dict[str, Any]] = []
         self._kernel_damage_list: list[Damage] = []  # that kernel's, as it grows
         self._own_record: dict[str, Any] | None = None  # the last record this process made
@@ -96,34 +94,9 @@ class Orchestrator:
         return self.roster.participants
 
     def resumed(self, conn: Member, name: str) -> Participant:
-        """A participant is back after the kexec: its resume time goes into the record,
-        and the last one to report completes the full blackout."""
+        """A participant is back after the kexec (see `luod.daemon.resume`)."""
         participant = self.roster.adopt(conn, name)
-        record = self.last_update
-        if name in self._pending_resume and record is not None and self._freeze_at:
-            record.setdefault("resume_ms", {})[name] = round(
-                (time.perf_counter() - self._freeze_at) * 1000, 3
-            )
-            if self._resume_by is not None and trio.current_time() > self._resume_by:
-                late = record.setdefault("late", [])
-                if name not in late:
-                    late.append(name)
-            self._on_record(record)
-        self._pending_resume.discard(name)
-        if (
-            not self._pending_resume
-            and record is not None
-            and self._freeze_at
-            and record.get("full_blackout_ms") is None
-        ):
-            record["full_blackout_ms"] = round((time.perf_counter() - self._freeze_at) * 1000, 3)
-            record["resumed"] = True
-            self._on_record(record)
-            self.bus.publish(
-                "update.resumed",
-                update_id=record["update_id"],
-                full_blackout_ms=record["full_blackout_ms"],
-            )
+        self.resume.arrived(self.last_update, name)
         return participant
 
     # -- the update -----------------------------------------------------------------------
@@ -250,21 +223,6 @@ class Orchestrator:
             record["damage"] = damage
             self._on_record(record)
 
-    async def _watch_resume(self, update_id: int, by: float) -> None:
-        """At the resume deadline, report every participant that has not resumed."""
-        await trio.sleep_until(by)
-        record = self.last_update
-        if record is None or record["update_id"] != update_id or not self._pending_resume:
-            return
-        for name in sorted(self._pending_resume):
-            if name not in record["late"]:
-                record["late"].append(name)
-            participant = self.participants.get(name)
-            if participant is not None and participant.state == "resuming":
-                participant.state = "late"
-            self.bus.publish("participant.late", update_id=update_id, name=name)
-        self._on_record(record)
-
     async def kexec(
         self, target: str | None, *, force: bool, requester: object = None
     ) -> dict[str, Any]:
@@ -375,8 +333,6 @@ class Orchestrator:
         blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
         for participant in resuming:
             self.participants[participant.name] = participant
-        self._pending_resume = {p.name for p in resuming}
-        self._freeze_at = freeze_at
         # The new kernel's own list: it grows as retrieve and finish find damage (holding
         # the list, not the kernel, so a later cold boot's garbage is not kept alive).
         self._kernel_damage_list = new.luo.damage if new.luo is not None else []
@@ -400,11 +356,9 @@ class Orchestrator:
         if host.device_error:
             record["device_error"] = host.device_error
         self.last_update = self._own_record = record
-        self._resume_by = None
-        if resuming:
-            self._resume_by = trio.current_time() + deadline
-            if self.nursery is not None:
-                self.nursery.start_soon(self._watch_resume, update_id, self._resume_by)
+        by = self.resume.expect({p.name for p in resuming}, freeze_at, deadline)
+        if by is not None and self.nursery is not None:
+            self.nursery.start_soon(self.resume.report_late, record, self.participants, by)
         self._on_record(record)
         self.bus.publish("update.done", **record)
         self._status(f"running {new.release} ({new.state})")
