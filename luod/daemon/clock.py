@@ -2,8 +2,10 @@
 
 Devices run on their own clock (hw): they write only when the machine is advanced. The
 daemon advances it by the real time elapsed, from a background task every few
-milliseconds and whenever a request looks at the devices, so DMA really lands in
-proportion to the time that passed.
+milliseconds while a DMA engine runs (and whenever a request looks at the devices), so DMA
+really lands in proportion to the time that passed. With no engine running the task wakes
+rarely (`IDLE_TICK_SECONDS`, or at once on `wake`): a tick would change nothing, and 200
+timer wake-ups a second are a real share of the request path's CPU.
 
 Inside an update's blackout the emulation must not burn the daemon's CPU: real DMA engines
 run beside the CPU, not on it. So the orchestrator `defer`s the clock at freeze: ticks
@@ -24,6 +26,7 @@ import trio
 from luod.hw.machine import Machine
 
 TICK_SECONDS = 0.005
+IDLE_TICK_SECONDS = 0.05
 
 
 class DeviceClock:
@@ -32,6 +35,11 @@ class DeviceClock:
         self._now_ns = now_ns
         self._last = now_ns()
         self.deferred = False
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        """An engine may have started: tick at the running pace from now on."""
+        self._wake.set()
 
     def now_ns(self) -> int:
         return self._now_ns()
@@ -60,6 +68,7 @@ class DeviceClock:
         """Apply the accrued time up to `until_ns` (default now); ticks advance again."""
         self._advance_to(self._now_ns() if until_ns is None else until_ns)
         self.deferred = False
+        self.wake()  # the next kernel may have restored running engines
 
     def writes(self) -> dict[str, int]:
         return {d.bdf: d.dma.writes for d in self.machine.pci}
@@ -74,5 +83,10 @@ class DeviceClock:
 
     async def run(self) -> None:
         while True:
-            await trio.sleep(TICK_SECONDS)
+            if any(device.dma.running for device in self.machine.pci):
+                await trio.sleep(TICK_SECONDS)
+            else:
+                with trio.move_on_after(IDLE_TICK_SECONDS):
+                    await self._wake.wait()
+                self._wake = trio.Event()
             self.tick()

@@ -42,6 +42,9 @@ class PhysicalMemory:
         self.size_bytes = size_bytes
         self.frames = size_bytes >> PAGE_SHIFT
         self._fd = os.memfd_create("luod-ram", os.MFD_CLOEXEC) if fd is None else fd
+        # In a memfd (shmem) every allocated block is a page of data; a file on disk may
+        # count its filesystem's metadata in st_blocks too.
+        self._shmem = fd is None or os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
         if os.fstat(self._fd).st_size != size_bytes:
             os.ftruncate(self._fd, size_bytes)
         self._map = mmap.mmap(self._fd, size_bytes, mmap.MAP_SHARED)
@@ -191,6 +194,8 @@ class PhysicalMemory:
 
     def resident_bytes(self) -> int:
         """Bytes of RAM that hold data (what the emulation really costs the host)."""
+        if self._shmem:  # one fstat, where walking the extents is a syscall per extent
+            return os.fstat(self._fd).st_blocks * 512
         return sum(hi - lo for lo, hi in self._byte_data_extents())
 
     def dump(self, path: Path) -> None:

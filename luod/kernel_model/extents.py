@@ -127,6 +127,12 @@ class Extents:
         hit[hit] = self.ends[k[hit]] > s[hit]
         return hit
 
+    def meets(self, start: int, end: int) -> bool:
+        """Does [start, end) share a frame with the set? (One binary search.)"""
+        # Only the last range starting before `end` can: every earlier one ends before it.
+        k = int(np.searchsorted(self.starts, end, side="left")) - 1
+        return k >= 0 and end > start and int(self.ends[k]) > start
+
     def meets_sorted(self, starts: Int64Array, ends: Int64Array) -> int | None:
         """The index of the first range [starts[i], ends[i]) sharing a frame with the
         set, or None; the ranges must be sorted and disjoint. Costs O(len(self) log n): one
@@ -267,8 +273,9 @@ def _subtract_from_small(small: Extents, big: Extents) -> Extents:
             lo[n] = min(int(lo[n]), w1)
         los.append(lo)
         his.append(hi)
-    lo_all = np.concatenate(los)
-    hi_all = np.concatenate(his)
+    # One window (free RAM minus millions of preserved ranges, at boot) needs no copy.
+    lo_all = los[0] if len(los) == 1 else np.concatenate(los)
+    hi_all = his[0] if len(his) == 1 else np.concatenate(his)
     keep = hi_all > lo_all
     if keep.all():
         return Extents(lo_all, hi_all)

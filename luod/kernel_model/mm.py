@@ -161,13 +161,26 @@ class _FreeList:
     def _plan_in(self, order: int, count: int, limit: int) -> list[tuple[int, int]] | None:
         """`plan_aligned` within the first `limit` free ranges."""
         size = 1 << order
+        # Most small requests are done within the first few ranges: walk those in Python
+        # (the same first fit), as the arrays below cost more than the whole walk.
+        runs: list[tuple[int, int]] = []
+        need = count
+        walk = min(8, limit)
+        for s, e in zip(self._starts[:walk].tolist(), self._ends[:walk].tolist(), strict=True):
+            start = (s + size - 1) & ~(size - 1)
+            fit = (e - start) >> order
+            if fit > 0:
+                runs.append((start, min(fit, need)))
+                need -= runs[-1][1]
+                if not need:
+                    return runs
         first = (self._starts[:limit] + size - 1) & ~(size - 1)
         fit = np.maximum(self._ends[:limit] - first, 0) >> order
         have = np.cumsum(fit)
         if not have.size or int(have[-1]) < count:
             return None
         stop = int(np.searchsorted(have, count))  # the range that completes the request
-        runs: list[tuple[int, int]] = []
+        runs = []
         need = count
         for i in np.flatnonzero(fit[: stop + 1]).tolist():
             take = min(int(fit[i]), need)

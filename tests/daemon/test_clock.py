@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import trio
+import trio.testing
 
-from luod.daemon.clock import DeviceClock
+from luod.daemon.clock import IDLE_TICK_SECONDS, TICK_SECONDS, DeviceClock
 from luod.hw.dma import DmaEngine
 from luod.hw.io_pgtable import PageTableBuilder
 from luod.hw.machine import Machine
@@ -80,3 +82,29 @@ def test_catch_up_applies_deferred_time_and_stays_deferred(machine: Machine) -> 
     clock.resume()
     assert [e.issued for e in running] == [700, 700]
     assert all(e.verify().ok for e in running)
+
+
+async def test_the_clock_task_ticks_fast_only_while_an_engine_runs(
+    machine: Machine, autojump_clock: object
+) -> None:
+    clock = DeviceClock(machine, FakeTime())
+    ticks: list[float] = []
+    clock.tick = lambda: ticks.append(trio.current_time())  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(clock.run)
+        await trio.sleep(1.0)  # idle: no engine, so a tick would change nothing
+        assert len(ticks) == pytest.approx(1.0 / IDLE_TICK_SECONDS, abs=1)
+        running = engines(machine)
+        ticks.clear()
+        clock.wake()  # what device.dma does after starting an engine
+        await trio.testing.wait_all_tasks_blocked()  # before any time passes
+        assert len(ticks) == 1  # at once, not at the next idle tick
+        await trio.sleep(0.1)
+        assert len(ticks) == pytest.approx(1 + 0.1 / TICK_SECONDS, abs=1)
+        for engine in running:
+            engine.stop()
+        await trio.sleep(0.01)  # the tick that finds no engine running
+        ticks.clear()
+        await trio.sleep(0.5)
+        assert len(ticks) == pytest.approx(0.5 / IDLE_TICK_SECONDS, abs=1)
+        nursery.cancel_scope.cancel()

@@ -90,3 +90,8 @@ def test_every_algebra_path_matches_sets(
     assert as_set(ea & eb) == fa & fb
     assert as_set(ea - eb) == fa - fb
     assert as_set(eb - ea) == fb - fa
+
+
+@given(ranges, st.integers(0, 260), st.integers(0, 40))
+def test_meets_is_a_shared_frame(a: list[tuple[int, int]], start: int, n: int) -> None:
+    assert build(a).meets(start, start + n) == bool(frames(a) & set(range(start, start + n)))

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from luod.hw.machine import Machine
 from luod.kernel_model.errors import KernelError, OutOfMemory
 from luod.kernel_model.extents import Extents
-from luod.kernel_model.mm import FIRMWARE_FRAMES, FrameAllocator, ScratchConfig, ScratchLayout
+from luod.kernel_model.mm import (
+    FIRMWARE_FRAMES,
+    FrameAllocator,
+    ScratchConfig,
+    ScratchLayout,
+    _FreeList,
+)
 
 
 def allocator(machine: Machine, *, scratch_only: bool = False) -> FrameAllocator:
@@ -101,3 +107,34 @@ def test_free_folios_vectorised(machine: Machine) -> None:
     assert machine.memory.read(int(pfns[500]))[:1] == b"\0"
     with pytest.raises(KernelError):
         mm.free_folios(np.array([pfns[0], pfns[0]]), 0)
+
+
+def first_fit_reference(
+    free: list[tuple[int, int]], order: int, count: int
+) -> list[tuple[int, int]] | None:
+    """Aligned blocks taken from the free ranges in address order, as many as each holds."""
+    size, runs, need = 1 << order, [], count
+    for s, e in free:
+        start = (s + size - 1) & ~(size - 1)
+        fit = max(e - start, 0) >> order
+        if fit and need:
+            runs.append((start, min(fit, need)))
+            need -= runs[-1][1]
+    return runs if not need else None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=30),
+    st.integers(0, 3),
+    st.integers(1, 60),
+)
+def test_free_list_plans_a_first_fit(
+    gaps_and_lengths: list[tuple[int, int]], order: int, count: int
+) -> None:
+    free, at = [], 0
+    for gap, length in gaps_and_lengths:  # disjoint, apart, in address order
+        free.append((at + gap, at + gap + length))
+        at += gap + length
+    pool = _FreeList(Extents.from_ranges([s for s, _ in free], [e for _, e in free]))
+    assert pool.plan_aligned(order, count) == first_fit_reference(free, order, count)

@@ -46,6 +46,7 @@ async def _device_set(c: ClientConnection, p: m.DeviceSet, r: Request) -> Result
         device.interrupts_enabled = p.irq
     if p.power is not None:
         device.power = PowerState(p.power)
+    c.daemon.clock.wake()
     return devices.device_object(host.machine, p.bdf), []
 
 
@@ -56,6 +57,7 @@ async def _device_dma(c: ClientConnection, p: m.DeviceDma, r: Request) -> Result
     c.daemon.clock.catch_up()  # the time so far ran with the old window
     if p.length:
         device.dma.start(p.iova, p.length, p.seed, p.rate)
+        c.daemon.clock.wake()
     else:
         device.dma.stop()
     return devices.device_object(host.machine, p.bdf), []

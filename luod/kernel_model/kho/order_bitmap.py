@@ -125,29 +125,41 @@ class OrderBitmap:
 
     def runs(self, exclude: OrderBitmap | None = None) -> tuple[Int64Array, Int64Array]:
         """Runs of set blocks (first, end) in block units, minus blocks set in `exclude`."""
-        firsts: list[Int64Array] = []
-        ends: list[Int64Array] = []
         padded = np.zeros(CHUNK_BLOCKS + 2, dtype=np.bool_)  # a clear block on either side
-        for cid, chunk in self.chunks():
+        changed = np.empty(CHUNK_BLOCKS + 1, dtype=np.bool_)
+
+        def edges_of(cid: int, chunk: BoolArray) -> BoolArray:
             other = None if exclude is None else exclude._chunks.get(cid)
             if other is None:
                 padded[1:-1] = chunk
             else:
                 np.greater(chunk, other, out=padded[1:-1])  # chunk & ~other
-            # Edges alternate: a run opens, closes, opens... so one scan finds both; a bool
-            # comparison, since numpy's nonzero is several times faster on bools.
-            edges = np.flatnonzero(padded[1:] != padded[:-1])
+            # Edges alternate: a run opens, closes, opens... so one scan finds both.
+            return np.not_equal(padded[1:], padded[:-1], out=changed)
+
+        # Two passes, counting and then filling, so that millions of runs are written once
+        # into arrays of their final size: no per-chunk pieces to join (fresh memory is
+        # what costs here, every page of it faulted in).
+        chunks = list(self.chunks())
+        total = sum(int(np.count_nonzero(edges_of(cid, c))) for cid, c in chunks) // 2
+        firsts = np.empty(total, dtype=np.int64)
+        ends = np.empty(total, dtype=np.int64)
+        n = 0
+        for cid, chunk in chunks:
+            # a bool scan, since numpy's nonzero is several times faster on bools
+            edges = np.flatnonzero(edges_of(cid, chunk))
             edges += cid << CHUNK_SHIFT
-            first, end = edges[0::2], edges[1::2]
-            if ends and ends[-1].size and first.size and ends[-1][-1] == first[0]:
+            k = edges.size // 2
+            if n and k and ends[n - 1] == edges[0]:
                 # a run cut by the chunk boundary: join its two halves
-                ends[-1], first = ends[-1][:-1], first[1:]
-            firsts.append(first)
-            ends.append(end)
-        if not firsts:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        return np.concatenate(firsts), np.concatenate(ends)
+                ends[n - 1 : n - 1 + k] = edges[1::2]
+                firsts[n : n + k - 1] = edges[2::2]
+                n += k - 1
+            else:
+                firsts[n : n + k] = edges[0::2]
+                ends[n : n + k] = edges[1::2]
+                n += k
+        return firsts[:n], ends[:n]
 
     def load(self, first_blocks: Int64Array, bits: BoolArray) -> None:
         """Set blocks from bitmaps: row i of `bits` covers blocks first_blocks[i] + j.

@@ -177,9 +177,14 @@ class PreservedSet:
         spans = self._runs_to_spans(runs, order)
         if not spans:
             return
-        starts = np.array([b0 for b0, _ in spans], dtype=np.int64)
-        ends = np.array([b1 for _, b1 in spans], dtype=np.int64)
-        self._refuse_forbidden(starts << order, ends << order, 0)
+        if len(spans) == 1:  # a small file: one scalar search, no arrays
+            start, end = spans[0][0] << order, spans[0][1] << order
+            if self.forbidden and self.forbidden.meets(start, end):
+                self._in_scratch(start, end)
+        else:
+            starts = np.array([b0 for b0, _ in spans], dtype=np.int64)
+            ends = np.array([b1 for _, b1 in spans], dtype=np.int64)
+            self._refuse_forbidden(starts << order, ends << order, 0)
         for b0, b1 in spans:
             hit = self._overlap_range(order, b0, b1)
             if hit is not None:

@@ -119,6 +119,12 @@ class PageCache:
         All or nothing: ENOMEM leaves the page cache untouched."""
         if b <= a:
             return 0
+        if not self.runs.idx.size:  # an empty file (a new memfd): the holes are [a, b)
+            alloc = self.mm.alloc_folio_runs(self.order, b - a)
+            hole_idx, hole_cnt = np.array([a], dtype=np.int64), np.array([b - a], dtype=np.int64)
+            filled = FolioRuns.placed(hole_idx, hole_cnt, alloc, self.order)
+            self.runs = filled._replace(dirty=np.full(filled.idx.size, dirty)).merged(self.order)
+            return b - a
         k0, k1 = self._overlap(a, b)
         present = self._clipped(k0, k1, a, b)
         hole_idx, hole_cnt = present.gaps(a, b)

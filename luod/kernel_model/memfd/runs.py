@@ -43,6 +43,15 @@ class FolioRuns(NamedTuple):
         return cls(_EMPTY_I64, _EMPTY_I64, _EMPTY_I64, _EMPTY_BOOL)
 
     @classmethod
+    def single(cls, idx: int, pfn: int, cnt: int, *, dirty: bool) -> FolioRuns:
+        return cls(
+            np.array([idx], dtype=np.int64),
+            np.array([pfn], dtype=np.int64),
+            np.array([cnt], dtype=np.int64),
+            np.array([dirty], dtype=np.bool_),
+        )
+
+    @classmethod
     def concat(cls, parts: list[FolioRuns]) -> FolioRuns:
         parts = [p for p in parts if p.idx.size]
         if not parts:
@@ -124,6 +133,8 @@ class FolioRuns(NamedTuple):
         Both are runs over one sequence of `hole_cnt.sum()` folios; cutting that sequence
         at every boundary of either gives pieces that lie in one hole and one allocated run
         each, so the result has at most len(holes) + len(alloc) runs."""
+        if hole_idx.size == 1 and len(alloc) == 1:  # the common small write: one run
+            return cls.single(int(hole_idx[0]), alloc[0][0], alloc[0][1], dirty=False)
         alloc_pfn = np.array([p for p, _ in alloc], dtype=np.int64)
         alloc_cnt = np.array([n for _, n in alloc], dtype=np.int64)
         hole_end = np.cumsum(hole_cnt)
