@@ -311,7 +311,15 @@ class Orchestrator:
         self._dma_at_freeze = {}
         resumers = [Participant(n, uid, [], None, state="resuming") for n, uid in resuming.items()]
         return self.booted(
-            update_id, phases, start_release, freeze_at, handed_over, resumers, dma, deadline
+            update_id,
+            phases,
+            start_release,
+            freeze_at,
+            handed_over,
+            resumers,
+            dma,
+            deadline,
+            ended_at=ended,
         )
 
     def booted(
@@ -324,13 +332,16 @@ class Orchestrator:
         resuming: list[Participant],
         dma: dict[str, int],
         deadline: float = DEFAULT_DEADLINE,
+        ended_at: float | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """The next kernel serves (after a kexec, or in a restarted luod): the update's
         record, what it lost, and the participants it waits for (`resuming`)."""
         host = self.host
         new = host.kernel
-        blackout = round((time.perf_counter() - freeze_at) * 1000, 3)
+        # The blackout ended when the next kernel served (`ended_at`, default now); what
+        # the devices wrote meanwhile is emulated after that, outside it (the clock).
+        blackout = round(((ended_at or time.perf_counter()) - freeze_at) * 1000, 3)
         for participant in resuming:
             self.participants[participant.name] = participant
         # The new kernel's own list: it grows as retrieve and finish find damage (holding
