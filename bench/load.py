@@ -14,7 +14,8 @@ is a failure: another error, a session that was preserved and did not come back,
 that differ, a session left behind at the end.
 
 Clients run in `--processes` worker processes (trio, `--clients` connections in all); the
-parent starts `luod` (unless `--socket` names a running one), runs the updater, merges the
+parent starts `luod` (unless `--socket` names a running one, which must allow this uid
+more than `--clients` connections: `--max-connections-per-uid`), runs the updater, merges the
 workers' figures and prints them. `--json` prints one JSON document instead of the table.
 Exit status 1 when anything failed or was lost (the test suite runs a small version).
 
@@ -287,10 +288,14 @@ async def final_check(path: str, stats: Stats) -> dict[str, Any]:
     return status
 
 
-def start_luod(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_luod(workdir: Path, clients: int) -> tuple[subprocess.Popen[bytes], str]:
     sock = workdir / "luod.sock"
     proc = subprocess.Popen(
-        [str(BIN / "luod"), "--socket", str(sock), "--ram", "16G", "--log-level", "warning"],
+        [
+            *(str(BIN / "luod"), "--socket", str(sock), "--ram", "16G", "--log-level", "warning"),
+            # every client is this uid, and reconnects after each kexec: lift the cap (64)
+            *("--max-connections-per-uid", str(2 * clients + 16)),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -332,7 +337,7 @@ def parent(args: argparse.Namespace) -> int:
         if args.socket:
             path, pid = args.socket, None
         else:
-            proc, path = start_luod(workdir)
+            proc, path = start_luod(workdir, args.clients)
             pid = proc.pid
         rss_start = rss_kib(pid) if pid else 0
         per = [args.clients // args.processes] * args.processes
