@@ -367,7 +367,7 @@ class Orchestrator:
         if host.device_error:
             record["device_error"] = host.device_error
         self.last_update = self._own_record = record
-        by = self.resume.expect({p.name for p in resuming}, freeze_at, deadline)
+        by = self.resume.expect(record, {p.name for p in resuming}, freeze_at, deadline)
         if by is not None and self.nursery is not None:
             self.nursery.start_soon(self.resume.report_late, record, self.participants, by)
         self._on_record(record)

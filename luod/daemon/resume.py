@@ -29,11 +29,16 @@ class ResumeWatch:
         self.bus = bus
         self._on_record = on_record
         self.pending: set[str] = set()
+        self._record: Record | None = None  # the update they belong to
         self._freeze_at: float | None = None
         self.by: float | None = None  # trio time by which participants resume
 
-    def expect(self, names: set[str], freeze_at: float, deadline: float) -> float | None:
-        """A new kernel serves: wait for `names`; returns the resume deadline, if any."""
+    def expect(
+        self, record: Record, names: set[str], freeze_at: float, deadline: float
+    ) -> float | None:
+        """A new kernel serves `record`'s update: wait for `names`; returns the resume
+        deadline, if any."""
+        self._record = record
         self.pending = set(names)
         self._freeze_at = freeze_at
         self.by = trio.current_time() + deadline if names else None
@@ -69,7 +74,7 @@ class ResumeWatch:
         """At the resume deadline `by`, report in `record` every participant not back yet
         (unless a later update has started waiting since)."""
         await trio.sleep_until(by)
-        if self.by != by or not self.pending:
+        if record is not self._record or not self.pending:
             return
         update_id = record["update_id"]
         for name in sorted(self.pending):
