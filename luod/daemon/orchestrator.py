@@ -302,12 +302,7 @@ class Orchestrator:
             phases["restore"] = round((ended - t) * 1000, 3)
         finally:
             self.clock.resume(ended_ns)
-        after = self.clock.writes()
-        dma = {
-            bdf: after[bdf] - self._dma_at_freeze.get(bdf, after[bdf])
-            for bdf in after
-            if host.machine.pci[bdf].dma.window is not None
-        }
+        dma = self.clock.writes_since(self._dma_at_freeze)
         self._dma_at_freeze = {}
         resumers = [Participant(n, uid, [], None, state="resuming") for n, uid in resuming.items()]
         return self.booted(
