@@ -147,8 +147,21 @@ class _FreeList:
         """First-fit runs (first pfn, number of blocks) for `count` aligned blocks."""
         if self._pending:
             self._settle()
-        # A small request is served from the first free ranges: look at a prefix first,
-        # so a list of millions of ranges (after reserving scattered folios) costs little.
+        # Most small requests are done within the first few ranges: walk those in Python
+        # (the same first fit), as the arrays below cost more than the whole walk.
+        size, walk = 1 << order, self.PLAN_WALK
+        walked: list[tuple[int, int]] = []
+        need = count
+        for s, e in zip(self._starts[:walk].tolist(), self._ends[:walk].tolist(), strict=True):
+            start = (s + size - 1) & ~(size - 1)
+            fit = (e - start) >> order
+            if fit > 0:
+                walked.append((start, min(fit, need)))
+                need -= walked[-1][1]
+                if not need:
+                    return walked
+        # Then a prefix of the ranges, so a list of millions of ranges (after reserving
+        # scattered folios) costs little.
         prefix = self.PLAN_PREFIX if count <= self.PLAN_PREFIX else self._starts.size
         for limit in (prefix, self._starts.size):
             runs = self._plan_in(order, count, limit)
@@ -156,31 +169,19 @@ class _FreeList:
                 return runs
         return None
 
+    PLAN_WALK = 8
     PLAN_PREFIX = 1024
 
     def _plan_in(self, order: int, count: int, limit: int) -> list[tuple[int, int]] | None:
         """`plan_aligned` within the first `limit` free ranges."""
         size = 1 << order
-        # Most small requests are done within the first few ranges: walk those in Python
-        # (the same first fit), as the arrays below cost more than the whole walk.
-        runs: list[tuple[int, int]] = []
-        need = count
-        walk = min(8, limit)
-        for s, e in zip(self._starts[:walk].tolist(), self._ends[:walk].tolist(), strict=True):
-            start = (s + size - 1) & ~(size - 1)
-            fit = (e - start) >> order
-            if fit > 0:
-                runs.append((start, min(fit, need)))
-                need -= runs[-1][1]
-                if not need:
-                    return runs
         first = (self._starts[:limit] + size - 1) & ~(size - 1)
         fit = np.maximum(self._ends[:limit] - first, 0) >> order
         have = np.cumsum(fit)
         if not have.size or int(have[-1]) < count:
             return None
         stop = int(np.searchsorted(have, count))  # the range that completes the request
-        runs = []
+        runs: list[tuple[int, int]] = []
         need = count
         for i in np.flatnonzero(fit[: stop + 1]).tolist():
             take = min(int(fit[i]), need)
