@@ -13,9 +13,14 @@ whole protocol (hello, CBOR decoding with its hardening, strict params, dispatch
   copy, the preserve in the kernel model (every request a new token of the connection's
   own session).
 
-Each case runs at 1 and at 50 connections. Each rate is the best of `--runs` runs, echo and
-luod alternating, so that a burst of load from other processes on the machine hits both
-sides alike. `luoctl status`'s start-up cost is bench/cli.py.
+Beside them the floor: the echo server's loop, but each request is decoded with cbor2 and
+answered with luod's own result for its method (taken from luod at the start), encoded with
+cbor2 each time. It does no work at all, so floor / echo is the most any server on this
+stack can reach, and luod / floor is what luod's own work costs.
+
+Each case runs at 1 and at 50 connections. Each rate is the best of `--runs` runs, the servers
+alternating, so that a burst of load from other processes on the machine hits all
+of them alike. `luoctl status`'s start-up cost is bench/cli.py.
 """
 
 from __future__ import annotations
@@ -35,11 +40,25 @@ import cbor2
 import trio
 from _summary import record  # bench/_summary.py, beside this file
 
+from luod.ipc.client import Client
+
 BIN = Path(sys.executable).parent
 TARGET = 0.8
 
 ECHO_SERVER = r"""
 import array, os, socket, struct, sys, trio
+import cbor2
+
+# "floor" mode: decode each request and answer it with luod's own result for its method
+# (read from the file named by argv[3]), encoded anew each time, as any CBOR server must.
+CANNED = cbor2.loads(open(sys.argv[3], "rb").read()) if sys.argv[2] == "floor" else None
+
+def answer(body):
+    request = cbor2.loads(body)
+    if request["kind"] == "hello":
+        return cbor2.dumps({"kind": "welcome", "version": 1, "server": "floor"})
+    reply = {"kind": "reply", "id": request["id"], "result": CANNED[request["method"]], "nfds": 0}
+    return cbor2.dumps(reply)
 
 ANCILLARY = socket.CMSG_SPACE(253 * 4)
 
@@ -65,7 +84,11 @@ async def handle(stream):
                 (n,) = struct.unpack(">I", buf[:4])
                 if len(buf) < 4 + n:
                     break
-                out += buf[: 4 + n]
+                if CANNED is None:
+                    out += buf[: 4 + n]
+                else:
+                    body = answer(buf[4 : 4 + n])
+                    out += struct.pack(">I", len(body)) + body
                 buf = buf[4 + n :]
             if out:
                 await stream.send_all(out)
@@ -190,6 +213,22 @@ async def load(path: str, connections: int, seconds: float, case: str, tag: str)
     return rate
 
 
+def canned_results(luod: Path) -> bytes:
+    """luod's own results for the benchmarked methods, for the floor server to send."""
+    with Client.connect(luod, timeout=30, client_name="bench/ipc") as c:
+        status = c.call("status").result
+        c.call("session.create", {"name": "canned"})
+        fd = os.memfd_create("bench", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, bytes(range(256)) * 16)
+            params = {"session": "canned", "token": 1}
+            preserve = c.call("memfd.preserve", params, fds=[fd]).result
+        finally:
+            os.close(fd)
+        c.call("session.close", {"name": "canned"})
+    return cbor2.dumps({"status": status, "memfd.preserve": preserve})
+
+
 def wait_socket(path: Path) -> None:
     deadline = time.monotonic() + 30
     while not path.exists():
@@ -218,36 +257,44 @@ def main() -> None:
     parser.add_argument("--connections", default="1,50", help="comma-separated")
     opts = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="luod-bench-"))
-    echo_path, luod_path = workdir / "echo.sock", workdir / "luod.sock"
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_path)])
+    echo_path, floor_path = workdir / "echo.sock", workdir / "floor.sock"
+    luod_path, canned = workdir / "luod.sock", workdir / "canned.cbor"
     luod = subprocess.Popen(
         [str(BIN / "luod"), "--socket", str(luod_path), "--ram", "8G", "--log-level", "warning"],
         stderr=subprocess.DEVNULL,
     )
+    servers = [luod]
     try:
-        wait_socket(echo_path)
         wait_socket(luod_path)
+        canned.write_bytes(canned_results(luod_path))
+        for path, mode in ((echo_path, "echo"), (floor_path, "floor")):
+            command = [sys.executable, "-c", ECHO_SERVER, str(path), mode, str(canned)]
+            servers.append(subprocess.Popen(command))
+            wait_socket(path)
         print(
             f"requests per second, best of {opts.runs} runs of {opts.seconds:g} s "
-            f"(same load client, same framing, same fd passing); target >= {TARGET}x\n"
+            f"(same load client, same framing, same fd passing); target >= {TARGET}x echo\n"
+            "floor: a server that only decodes each request and encodes luod's own reply "
+            "to it with cbor2,\nno work: what any server on this stack can reach\n"
         )
-        print(f"{'request':<16} {'connections':>11} {'bare echo':>10} {'luod':>10} {'ratio':>6}")
+        columns = ("bare echo", "floor", "luod", "luod/echo", "floor/echo", "luod/floor")
+        print(f"{'request':<18} {'conns':>5}" + "".join(f"{c:>11}" for c in columns))
         for case in opts.cases.split(","):
             for n in (int(c) for c in opts.connections.split(",")):
-                bare, real = best_rates(
-                    [str(echo_path), str(luod_path)], case, n, opts.seconds, opts.runs
-                )
+                paths = [str(echo_path), str(floor_path), str(luod_path)]
+                bare, floor, real = best_rates(paths, case, n, opts.seconds, opts.runs)
                 label = "status" if case == "status" else "memfd.preserve 4K"
-                print(
-                    f"{label:<16} {n:>11} {bare:>10.0f} {real:>10.0f} {real / bare:>6.2f}",
-                    flush=True,
-                )
+                cells = [f"{bare:.0f}", f"{floor:.0f}", f"{real:.0f}"]
+                cells += [f"{real / bare:.2f}", f"{floor / bare:.2f}", f"{real / floor:.2f}"]
+                print(f"{label:<18} {n:>5}" + "".join(f"{c:>11}" for c in cells), flush=True)
                 record("ipc", f"{label} x{n}: luod / bare echo", real / bare, f">={TARGET}")
+                record("ipc", f"{label} x{n}: floor / bare echo", floor / bare)
+                record("ipc", f"{label} x{n}: luod / floor", real / floor)
     finally:
-        for proc in (echo, luod):
+        for proc in servers:
             proc.terminate()
             proc.wait(timeout=30)
-        for p in (echo_path, luod_path):
+        for p in (echo_path, floor_path, luod_path, canned):
             if p.exists():
                 p.unlink()
         os.rmdir(workdir)

@@ -1,12 +1,21 @@
 """One client connection: its reader, its writer, and the requests in flight on it.
 
-Each connection gets one reader (the only task that receives) and one writer (the only
-task that sends, fed by a bounded channel, so a client that stops reading applies
-backpressure to its own requests, never to the daemon). Requests run inline, in order,
-unless their method waits (`MethodSpec.waits`: barriers, deadlines), which run as tasks;
-at most `MAX_IN_FLIGHT` per connection. Received fds belong to the request and are closed
-when it is done, whatever happens. What a request does is the dispatcher's business: the
-connection is handed a `Dispatch` and only moves messages.
+Each connection gets one reader (the only task that receives) and one writer, fed by a
+bounded channel, for what other tasks send (events, replies that must wait for room), so a
+client that stops reading applies backpressure to its own requests, never to the daemon.
+
+A reply normally finds the writer idle, and with few connections open (`INLINE_UP_TO`) it
+is sent at once by the task that made it: that saves the hop through the channel and the
+writer's wake-up, 10-15% of a cheap request's round trip at one connection. One task sends
+at a time, in the order messages were made: a reply goes inline only when nothing is
+queued or being sent (`_queued` is 0), and the writer waits for an inline send that is
+waiting for room before it sends its next message.
+
+Requests run inline, in order, unless their method waits (`MethodSpec.waits`: barriers,
+deadlines), which run as tasks; at most `MAX_IN_FLIGHT` per connection. Received fds
+belong to the request and are closed when it is done, whatever happens. What a request
+does is the dispatcher's business: the connection is handed a `Dispatch` and only moves
+messages.
 """
 
 from __future__ import annotations
@@ -45,6 +54,11 @@ log = structlog.get_logger("luod.server")
 MAX_IN_FLIGHT = 64
 DRAIN_SECONDS = 2.0
 SEND_QUEUE = 256
+INLINE_UP_TO = 4
+"""Replies go out inline while the daemon has at most this many connections open. Beyond,
+each goes through its writer: measured at 50 busy connections, replies that leave in a
+batch, after the scheduler has run every reader, cost both sides less CPU per request
+(inline was 25% slower there) than one send per request the moment it is made."""
 SERVER_NAME = f"luod {__version__}"
 
 Outgoing = Reply | ErrorReply | Event
@@ -74,6 +88,10 @@ class ClientConnection:
         self._slots = trio.Semaphore(MAX_IN_FLIGHT)
         self._nursery: trio.Nursery | None = None
         self._dropping = False
+        # Messages queued for the writer or being sent by it; a reply goes inline at 0.
+        self._queued = 0
+        self._inline_sending = False
+        self._inline_done: trio.Event | None = None  # the writer waits on it, if it must
         self.requests = 0
 
     def drop(self, reason: str) -> None:
@@ -88,7 +106,7 @@ class ClientConnection:
         """Queue an event for this client; a client whose queue is full is dropped."""
         event = Event(event=name, ts=time.time(), data=data)
         try:
-            self._send.send_nowait(event)
+            self._queue_nowait(event)
         except trio.WouldBlock:
             self.drop("send queue full")
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -137,12 +155,26 @@ class ClientConnection:
         # it with a final event once it is `capacity` events behind; the daemon never waits.
         async for event in sub:
             try:
-                await self._send.send(Event(event=event.event, ts=event.ts, data=event.data))
+                await self._queue(Event(event=event.event, ts=event.ts, data=event.data))
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             if event.event == DROPPED:  # the bus's final event is queued: flush it, then go
                 self.drop("fell behind on events")
                 return
+
+    def _queue_nowait(self, message: Outgoing) -> None:
+        """Queue `message` for the writer (raises as `send_nowait` does)."""
+        self._send.send_nowait(message)
+        self._queued += 1
+
+    async def _queue(self, message: Outgoing) -> None:
+        """Queue `message` for the writer, waiting for room."""
+        self._queued += 1  # counted while waiting too: a reply must not overtake it
+        try:
+            await self._send.send(message)
+        except BaseException:
+            self._queued -= 1
+            raise
 
     async def _writer(self) -> None:
         async with self._receive:
@@ -155,17 +187,40 @@ class ClientConnection:
                         self._scope.cancel()
                     return
                 try:
-                    await self.stream.send(message)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._scope.cancel()
-                    return
-                except Moot:
-                    pass  # queued before the client broke the protocol; its error goes next
-                except ProtocolError as exc:
-                    log.warning("unsendable", conn=self.id, error=str(exc))
+                    while self._inline_sending:  # a reply went out inline: let it finish
+                        self._inline_done = trio.Event()
+                        await self._inline_done.wait()
+                    if not await self._deliver(message):
+                        return
                 finally:
-                    if isinstance(message, Reply):
-                        close_fds(message.fds)
+                    self._queued -= 1
+
+    async def _send_inline(self, reply: Reply | ErrorReply) -> None:
+        """Send `reply` from this task, the writer being idle (`_queued` is 0)."""
+        self._inline_sending = True
+        try:
+            await self._deliver(reply)
+        finally:
+            self._inline_sending = False
+            if self._inline_done is not None:
+                self._inline_done.set()
+                self._inline_done = None
+
+    async def _deliver(self, message: Outgoing) -> bool:
+        """Write one message; False once the stream is broken (the connection ends)."""
+        try:
+            await self.stream.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._scope.cancel()
+            return False
+        except Moot:
+            pass  # queued before the client broke the protocol; its error goes next
+        except ProtocolError as exc:
+            log.warning("unsendable", conn=self.id, error=str(exc))
+        finally:
+            if isinstance(message, Reply):
+                close_fds(message.fds)
+        return True
 
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
@@ -174,7 +229,7 @@ class ClientConnection:
             except RemoteProtocolError as exc:
                 log.info("protocol_error", conn=self.id, error=str(exc))
                 with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                    self._send.send_nowait(error_reply(None, exc))
+                    self._queue_nowait(error_reply(None, exc))
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -210,17 +265,25 @@ class ClientConnection:
         )
         log.info("protocol_error", conn=self.id, error=str(exc))
         with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-            self._send.send_nowait(error_reply(None, exc))
+            self._queue_nowait(error_reply(None, exc))
 
     async def _handle(self, request: Request) -> None:
         try:
             self.requests += 1
             reply = await self._dispatch(self, request)
+            if (
+                self._queued == 0
+                and not self._inline_sending
+                and not self._dropping
+                and self.daemon.admission.open <= INLINE_UP_TO
+            ):
+                await self._send_inline(reply)
+                return
             try:
                 try:
-                    self._send.send_nowait(reply)
+                    self._queue_nowait(reply)
                 except trio.WouldBlock:  # the client is not reading: wait for room
-                    await self._send.send(reply)
+                    await self._queue(reply)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 if isinstance(reply, Reply):
                     close_fds(reply.fds)

@@ -15,6 +15,7 @@ import cbor2
 import pytest
 import trio
 
+from luod.ipc.async_client import open_client
 from luod.ipc.errors import RemoteError
 from luod.ipc.fdpass import fds_ancillary
 
@@ -72,7 +73,13 @@ def bad_message(frames: list[dict[str, Any]]) -> str:
 
 
 async def test_a_duplicate_in_flight_id_is_answered_then_closed(luod: Running) -> None:
-    frames = await converse(luod.path, (status(7) + status(7), []))
+    # In flight: an update waiting for a participant that never acknowledges. (Not a
+    # status: its answer may go out before the next frame is read, freeing its id.)
+    update = frame({"kind": "request", "id": 7, "method": "update", "params": {"target": "7.3.0"}})
+    async with open_client(str(luod.path), "vm") as vm:
+        await vm.call("participant.register", {"name": "vm", "sessions": []})
+        await vm.call("participant.ready", {})
+        frames = await converse(luod.path, (update + status(7), []))
     assert frames[0]["kind"] == "welcome"
     assert bad_message(frames) == "request id 7 is already in flight"
 
