@@ -20,8 +20,9 @@ the machine hits both alike; the table shows the best of N (as bench/luo.py does
 
 Not a test; prints its table row by row as each guest is measured, and records the
 ratios for `make bench`'s summary (bench/_summary.py). `--quick` measures only the 64 GiB
-guest at 100k records/s, best of 2 (under 3 minutes); `--profile DIR` runs each luod under
-cProfile and leaves one .prof file per daemon in DIR.
+guest at 100k records/s, best of 5 (under 3 minutes; on the development VM one blackout in
+two or three takes two to three times as long, so two samples were not enough);
+`--profile DIR` runs each luod under cProfile and leaves one .prof file per daemon in DIR.
 Run: `.venv/bin/python bench/vmm.py [--quick] [--runs N] [--profile DIR]`.
 """
 
@@ -230,11 +231,11 @@ def summarise(work: Workload, base: list[Sample], dev: list[Sample]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, help="runs of each (default 3, 2 with --quick)")
+    parser.add_argument("--runs", type=int, help="runs of each (default 3, 5 with --quick)")
     parser.add_argument("--quick", action="store_true", help="only the 64 GiB/2 MiB, 100k/s guest")
     parser.add_argument("--profile", type=Path, help="run luod under cProfile, files in DIR")
     args = parser.parse_args()
-    runs = args.runs or (2 if args.quick else 3)
+    runs = args.runs or (5 if args.quick else 3)
     workloads = WORKLOADS[:1] if args.quick else WORKLOADS
     profile_dir: Path | None = args.profile
     if profile_dir is not None:
@@ -258,11 +259,13 @@ def main() -> None:
         for work in workloads:
             base: list[Sample] = []
             dev: list[Sample] = []
-            for _ in range(runs):
-                with Daemon(workdir, profile("memfd")) as daemon:
-                    base.append(baseline(daemon, work))
-                with Daemon(workdir, profile("vmm")) as daemon:
-                    dev.append(vmm(daemon, work))
+            for i in range(runs):
+                # Each side goes first in every other pair: whichever follows a daemon
+                # that just gave its memory back finds that memory already faulted in.
+                sides = [("memfd", baseline, base), ("vmm", vmm, dev)]
+                for kind, measure, samples in sides if i % 2 == 0 else sides[::-1]:
+                    with Daemon(workdir, profile(kind)) as daemon:
+                        samples.append(measure(daemon, work))
             rows.append((work, base, dev))
             print(row(work, base, dev), flush=True)
     finally:

@@ -193,7 +193,7 @@ class Orchestrator:
             self._hit("update.prepare-barrier", image.release)
             await self.roster.wait_for_all(update_id, "prepare", deadline)
             phase_done("prepare", t)
-            self.clock.defer()  # no device emulation inside the blackout (luod.daemon.clock)
+            self._blackout_begins()
             self._dma_at_freeze = self.clock.writes()
             t = freeze_at = time.perf_counter()
             self._status(f"update {update_id}: freeze")
@@ -204,10 +204,20 @@ class Orchestrator:
             host.kernel.freeze()
             phase_done("freeze", t)
         except BaseException as exc:
-            self.clock.resume()
+            self._blackout_ends()
             self.cancelled(update_id, image.release, exc)
             raise
         return await self._kexec(update_id, phases, start_release, freeze_at, image, deadline)
+
+    def _blackout_begins(self) -> None:
+        """No device emulation (luod.daemon.clock) and no automatic garbage collection
+        (luod.daemon.heap) inside the blackout: both are the daemon's cost, not the guest's."""
+        heap.pause_collection()
+        self.clock.defer()
+
+    def _blackout_ends(self, until_ns: int | None = None) -> None:
+        self.clock.resume(until_ns)
+        heap.resume_collection()
 
     def _kernel_damage(self) -> list[dict[str, Any]]:
         return [d.as_json() for d in self._kernel_damage_list]
@@ -269,7 +279,7 @@ class Orchestrator:
             self.mark("kexec", update_id, image.release)
             self._hit("update.kexec-start", image.release)
         except BaseException as exc:
-            self.clock.resume()
+            self._blackout_ends()
             self.cancelled(update_id, image.release, exc)
             raise
         # The point of no return: from here on, failures are reported, not rolled back.
@@ -280,7 +290,7 @@ class Orchestrator:
         self.roster.tell("kexec", update_id=update_id, target=image.release)
         resuming = {p.name: p.uid for p in self.participants.values()}
         if not self.clock.deferred:  # the manual path: the blackout starts with this call
-            self.clock.defer()
+            self._blackout_begins()
         if not self._dma_at_freeze:
             self._dma_at_freeze = self.clock.writes()
         # Unless the kexec changes nothing the running engines do, what they wrote until
@@ -301,7 +311,7 @@ class Orchestrator:
             ended_ns = self.clock.now_ns()
             phases["restore"] = round((ended - t) * 1000, 3)
         finally:
-            self.clock.resume(ended_ns)
+            self._blackout_ends(ended_ns)
         dma = self.clock.writes_since(self._dma_at_freeze)
         self._dma_at_freeze = {}
         resumers = [Participant(n, uid, [], None, state="resuming") for n, uid in resuming.items()]

@@ -1,8 +1,10 @@
 """The blackout ends when the next kernel serves: emulating what the devices wrote in it
-comes after (luod.daemon.clock), so its cost is not in `blackout_ms`."""
+comes after (luod.daemon.clock), so its cost is not in `blackout_ms`; and no automatic
+garbage collection runs inside it (luod.daemon.heap)."""
 
 from __future__ import annotations
 
+import gc
 import time
 import types
 
@@ -40,3 +42,30 @@ async def test_the_dma_catch_up_after_the_kexec_is_outside_the_blackout(
     assert skew[0] == CATCH_UP_SECONDS, "the catch-up ran once"
     assert 0 < result["blackout_ms"] < CATCH_UP_SECONDS * 1000
     assert result["full_blackout_ms"] == result["blackout_ms"]  # no participant to wait for
+
+
+async def test_no_automatic_collection_runs_inside_the_blackout(luod: Running) -> None:
+    """With thresholds that make every few allocations collect, collections still run
+    during the update, and none while the blackout lasts (the clock is deferred exactly
+    then); the collector is on again afterwards."""
+    orch = luod.daemon.orchestrator
+    seen: list[bool] = []
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            seen.append(orch.clock.deferred)
+
+    thresholds = gc.get_threshold()
+    async with open_client(str(luod.path), "luoctl") as ctl:
+        await ctl.call("session.create", {"name": "vm1"})
+        await preserve_memfd(ctl, "vm1", 1, b"guest" * 100)
+        gc.callbacks.append(on_collection)
+        gc.set_threshold(5, 1, 1)
+        try:
+            await ctl.call("update", {"target": "7.2.0"})
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.callbacks.remove(on_collection)
+    assert seen.count(False) > 10, "collections ran around the blackout"
+    assert True not in seen, "a collection ran inside the blackout"
+    assert gc.isenabled()
