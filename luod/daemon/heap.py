@@ -9,10 +9,10 @@ up, the C heap grows and fragments, and the soak showed luod's memory creeping u
 heap back; the orchestrator calls it once the update's record is out, outside the
 blackout.
 
-Inside the blackout no automatic collection runs (`pause_collection` at its start,
-`resume_collection` at its end): the allocations of an update's setup can leave the
-collector's counters just short of a full collection, which then ran in the blackout and
-took 12-15 ms of a 4-6 ms one (bench/vmm.py's memfd baseline, one sample in one to three).
+Inside the blackout no automatic collection runs (a `CollectionPause` from its start to
+its end): the allocations of an update's setup can leave the collector's counters just
+short of a full collection, which then ran in the blackout and took 12-15 ms of a 4-6 ms
+one (bench/vmm.py's memfd baseline, in most samples after a `make bench` run).
 A blackout allocates little, and `after_kexec` collects right after it anyway.
 """
 
@@ -21,23 +21,23 @@ from __future__ import annotations
 import ctypes
 import gc
 
-_paused = False  # this module disabled the collector (and will enable it again)
 
+class CollectionPause:
+    """Automatic collection off between `begin` and `end` (nothing changes if the
+    collector was off already: `end` turns on only what `begin` turned off)."""
 
-def pause_collection() -> None:
-    """No automatic collection until `resume_collection` (a no-op if it is off already)."""
-    global _paused
-    if gc.isenabled():
-        gc.disable()
-        _paused = True
+    def __init__(self) -> None:
+        self.active = False
 
+    def begin(self) -> None:
+        if gc.isenabled():
+            gc.disable()
+            self.active = True
 
-def resume_collection() -> None:
-    """Undo `pause_collection`; the collector stays off if something else turned it off."""
-    global _paused
-    if _paused:
-        gc.enable()
-        _paused = False
+    def end(self) -> None:
+        if self.active:
+            gc.enable()
+            self.active = False
 
 
 def after_kexec() -> None:

@@ -81,6 +81,7 @@ class Orchestrator:
         self.resume = ResumeWatch(bus, on_update_record)
         self._requester: object = None
         self._dma_at_freeze: dict[str, int] = {}
+        self._collection_pause = heap.CollectionPause()
         self.last_cancel: dict[str, Any] | None = None
         self.nursery: trio.Nursery | None = None  # the daemon's: runs the resume watch
         self._boot_damage: list[dict[str, Any]] = []
@@ -212,12 +213,12 @@ class Orchestrator:
     def _blackout_begins(self) -> None:
         """No device emulation (luod.daemon.clock) and no automatic garbage collection
         (luod.daemon.heap) inside the blackout: both are the daemon's cost, not the guest's."""
-        heap.pause_collection()
+        self._collection_pause.begin()
         self.clock.defer()
 
     def _blackout_ends(self, until_ns: int | None = None) -> None:
         self.clock.resume(until_ns)
-        heap.resume_collection()
+        self._collection_pause.end()
 
     def _kernel_damage(self) -> list[dict[str, Any]]:
         return [d.as_json() for d in self._kernel_damage_list]
