@@ -13,7 +13,10 @@ Inside the blackout no automatic collection runs (a `CollectionPause` from its s
 its end): the allocations of an update's setup can leave the collector's counters just
 short of a full collection, which then ran in the blackout and took 12-15 ms of a 4-6 ms
 one (bench/vmm.py's memfd baseline, in most samples after a `make bench` run).
-A blackout allocates little, and `after_kexec` collects right after it anyway.
+A blackout allocates little, and `after_kexec` collects right after it anyway. The pause
+also covers the freeze barrier's wait for participants (at most the update's deadline),
+while other clients are still served: reference counting still frees what they drop, only
+cycles wait for the collection after.
 """
 
 from __future__ import annotations
