@@ -6,7 +6,7 @@ client that stops reading applies backpressure to its own requests, never to the
 
 A reply normally finds the writer idle, and with few connections open (`INLINE_UP_TO`) it
 is sent at once by the task that made it: that saves the hop through the channel and the
-writer's wake-up, 10-15% of a cheap request's round trip at one connection. One task sends
+writer's wake-up, about 15% of a cheap request's round trip at one connection. One task sends
 at a time, in the order messages were made: a reply goes inline only when nothing is
 queued or being sent (`_queued` is 0), and the writer waits for an inline send that is
 waiting for room before it sends its next message.
@@ -90,8 +90,7 @@ class ClientConnection:
         self._dropping = False
         # Messages queued for the writer or being sent by it; a reply goes inline at 0.
         self._queued = 0
-        self._inline_sending = False
-        self._inline_done: trio.Event | None = None  # the writer waits on it, if it must
+        self._inline: trio.Event | None = None  # while a reply goes inline; set when it is out
         self.requests = 0
 
     def drop(self, reason: str) -> None:
@@ -187,9 +186,8 @@ class ClientConnection:
                         self._scope.cancel()
                     return
                 try:
-                    while self._inline_sending:  # a reply went out inline: let it finish
-                        self._inline_done = trio.Event()
-                        await self._inline_done.wait()
+                    while self._inline is not None:  # a reply is going out inline
+                        await self._inline.wait()
                     if not await self._deliver(message):
                         return
                 finally:
@@ -197,14 +195,12 @@ class ClientConnection:
 
     async def _send_inline(self, reply: Reply | ErrorReply) -> None:
         """Send `reply` from this task, the writer being idle (`_queued` is 0)."""
-        self._inline_sending = True
+        done = self._inline = trio.Event()
         try:
             await self._deliver(reply)
         finally:
-            self._inline_sending = False
-            if self._inline_done is not None:
-                self._inline_done.set()
-                self._inline_done = None
+            self._inline = None
+            done.set()
 
     async def _deliver(self, message: Outgoing) -> bool:
         """Write one message; False once the stream is broken (the connection ends)."""
@@ -273,7 +269,7 @@ class ClientConnection:
             reply = await self._dispatch(self, request)
             if (
                 self._queued == 0
-                and not self._inline_sending
+                and self._inline is None
                 and not self._dropping
                 and self.daemon.admission.open <= INLINE_UP_TO
             ):
